@@ -1,0 +1,13 @@
+"""The experiments, one file each, and the registry that `run.py` reads.
+
+Adding one: write `experiments/NAME.py` with PAPER, get_config(scale) and run(config, workdir)
+(see DESIGN.md), add it below, and add a smoke test in tests/experiments/.
+"""
+
+from types import ModuleType
+
+from experiments import digits_mlp
+
+EXPERIMENTS: dict[str, ModuleType] = {
+    "digits_mlp": digits_mlp,
+}
