@@ -24,11 +24,14 @@ def step_decay(init_value: float, decay_rate: float, step_size: int) -> optax.Sc
   The "multiply the rate by ``decay_rate`` every ``step_size`` steps" rule; equals
   ``optax.exponential_decay(init_value, step_size, decay_rate, staircase=True)``.
   """
+  step_size = int(step_size)  # a numpy int would be a strongly typed operand below
   if step_size <= 0:
     raise ValueError(f"step_size must be positive, got {step_size}")
 
   def schedule(step):
-    return init_value * decay_rate ** jnp.floor(_as_float(step) / step_size)
+    # Integer division for integer steps: float32 t / step_size misplaces stairs beyond 2**24.
+    stairs = jnp.asarray(step) // step_size
+    return init_value * decay_rate ** stairs.astype(jnp.float32)
 
   return schedule
 
@@ -39,6 +42,7 @@ def exponential_decay(init_value: float, decay_rate: float, decay_steps: int) ->
   The rate is multiplied by ``decay_rate`` over every ``decay_steps`` steps, continuously; equals
   ``optax.exponential_decay(init_value, decay_steps, decay_rate)``.
   """
+  decay_steps = int(decay_steps)
   if decay_steps <= 0:
     raise ValueError(f"decay_steps must be positive, got {decay_steps}")
 
@@ -58,6 +62,7 @@ def warmup_cosine(peak_value: float, warmup_steps: int, decay_steps: int,
   and ``T = decay_steps`` is the *total* length including warmup (optax's convention), so the rate
   reaches ``end_value`` at step ``T`` and stays there.
   """
+  warmup_steps, decay_steps = int(warmup_steps), int(decay_steps)
   if not 0 <= warmup_steps < decay_steps:
     raise ValueError(f"need 0 <= warmup_steps < decay_steps, got {warmup_steps}, {decay_steps}")
   cosine_steps = decay_steps - warmup_steps

@@ -1,4 +1,4 @@
-"""Optimizers: step-by-step equality with optax, convergence on a parabola and Rosenbrock, no retrace.
+"""Optimizers: equal to optax step by step, converge on a parabola and Rosenbrock, trace once.
 
 optax's own adam/adamax/schedules promote int32 counts against python floats, which the strict
 dtype mode of this suite rejects, so the optax *reference* runs under standard promotion while
@@ -161,9 +161,9 @@ PROBLEMS = {
 }
 TOL = 1e-3  # distance to the optimum
 
-# Per optimizer and problem: (keyword arguments, steps). Steps leave a margin (1.4x to 4x) over
-# what each needs to settle. RMSprop and Adadelta with a constant rate hover around the Rosenbrock valley
-# floor, so they get the decaying rate practice gives them.
+# Per optimizer and problem: (keyword arguments, steps). Steps leave a margin of 1.7x or more over
+# what each needs to settle. RMSprop and Adadelta with a constant rate hover around the Rosenbrock
+# valley floor, so they get the decaying rate that practice gives them.
 CONVERGENCE = {
     "parabola": {
         "sgd": ({"learning_rate": 0.019}, 1000),
