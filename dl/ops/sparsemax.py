@@ -73,8 +73,9 @@ def _sparsemax_last(z: Array) -> Array:
 @_sparsemax_last.defjvp
 def _sparsemax_last_jvp(primals, tangents):
     # Jacobian diag(s) - s s^T / |S| (Sec. 2.3 of the paper), where s indicates the support.
-    # Written by hand because autodiff through the sort and the max would assign arbitrary
-    # derivatives at ties and at entries sitting exactly on the threshold.
+    # Written by hand: it is O(K) instead of differentiating through the sort, and it takes an
+    # entry sitting exactly on the threshold (p_j = 0) as outside the support, where autodiff of
+    # max(z - tau, 0) would give it half a derivative.
     (z,), (v,) = primals, tangents
     p = _sparsemax_last(z)
     s = (p > 0).astype(z.dtype)
@@ -149,10 +150,12 @@ def sparsemax_loss(
       logits: [batch, K] floating logits (any leading shape [..., K] works the same way).
       targets: [batch, K] probability vectors (non-negative, each summing to 1; the rearranged
         formula relies on that), or [batch] integer class labels, taken as one-hot.
-      mask: optional [batch] weights, usually 0/1 (bool, int or float) marking real examples.
+      mask: optional [batch], bool or 0/1 (any dtype); nonzero marks a real example. As in
+        `dl.ops.losses`, masked examples are selected away, so even a NaN there cannot leak
+        into the value.
       reduce: if True, return sum(loss * mask) / max(sum(mask), 1), i.e. the mean over unmasked
-        examples (the plain mean when `mask` is None). If False, return the per-example loss
-        [batch], multiplied by `mask` when one is given.
+        examples (the plain mean when `mask` is None; 0 when nothing is unmasked). If False,
+        return the per-example loss [batch], with masked examples set to 0.
 
     Returns:
       A scalar if `reduce`, else [batch]; dtype of `logits`.
@@ -170,10 +173,13 @@ def sparsemax_loss(
     loss = _sparsemax_loss_last(z, q)
     if mask is None:
         return jnp.mean(loss) if reduce else loss
+    # The mask convention of dl.ops.losses: entries are selected with `where`, not multiplied
+    # by 0, so a non-finite loss in a padded example cannot reach the value.
     mask = jnp.asarray(mask)
     if mask.shape != loss.shape:
-        raise ValueError(f"mask must have shape {loss.shape}, got {mask.shape}")
-    mask = mask.astype(z.dtype)
+        raise ValueError(f"mask shape {mask.shape} must equal the batch shape {loss.shape}")
+    keep = mask if mask.dtype == jnp.bool_ else mask != 0
+    loss = jnp.where(keep, loss, jnp.zeros_like(loss))
     if not reduce:
-        return loss * mask
-    return jnp.sum(loss * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return loss
+    return jnp.sum(loss) / jnp.maximum(jnp.sum(keep, dtype=loss.dtype), 1.0)
