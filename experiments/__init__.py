@@ -6,8 +6,12 @@ Adding one: write `experiments/NAME.py` with PAPER, get_config(scale) and run(co
 
 from types import ModuleType
 
-from experiments import digits_mlp
+from experiments import digits_linear, digits_mlp, mnist_mlp, perceptron
 
 EXPERIMENTS: dict[str, ModuleType] = {
+    # Issue 2: linear models and MLPs.
+    "perceptron": perceptron,
+    "digits_linear": digits_linear,
     "digits_mlp": digits_mlp,
+    "mnist_mlp": mnist_mlp,
 }

@@ -27,6 +27,10 @@ class UsageError(Exception):
   """Bad input from the user; the message says what to do."""
 
 
+class DataMissing(UsageError):
+  """The experiment's dataset is not where we looked; `run all` records it as skipped."""
+
+
 def get_experiment(name: str, registry: dict[str, ModuleType]) -> ModuleType:
   if name not in registry:
     close = difflib.get_close_matches(name, list(registry), n=3, cutoff=0.5)
@@ -129,7 +133,7 @@ def run_experiment(name: str, registry: dict[str, ModuleType], *, scale: str = "
   try:
     metrics = module.run(config, workdir)
   except DataError as e:
-    raise UsageError(str(e)) from None
+    raise DataMissing(str(e)) from None
   results = write_results(workdir, name=name, scale=scale, paper=module.PAPER, metrics=metrics,
                           wall_time_s=time.perf_counter() - start)
   results["workdir"] = workdir
@@ -149,14 +153,15 @@ def run_all(registry: dict[str, ModuleType], *, scale: str = "quick", workdir: s
     try:
       results.append(run_experiment(name, registry, scale=scale, workdir=sub, seed=seed,
                                     data_dir=data_dir))
-    except UsageError as e:  # e.g. data not prepared: reported as a failed row
-      results.append({"experiment": name, "scale": scale, "workdir": sub, "error": str(e)})
+    except DataMissing as e:  # e.g. MNIST not prepared: skipped, and the report says why
+      results.append({"experiment": name, "scale": scale, "workdir": sub, "skipped": str(e)})
     except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others
       traceback.print_exc()
       results.append({"experiment": name, "scale": scale, "workdir": sub,
                       "error": f"{type(e).__name__}: {e}".splitlines()[0]})
     r = results[-1]
-    status = "error" if "error" in r else ("PASS" if r["passed"] else "FAIL")
+    status = ("error" if "error" in r else "skipped" if "skipped" in r
+              else "PASS" if r["passed"] else "FAIL")
     print(f"   {name}: {status}", flush=True)
   root = os.path.dirname(os.path.abspath(report_path))
   for r in results:

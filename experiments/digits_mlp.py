@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dl import data
+from dl import data, optim
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.report import at_least, plots
@@ -45,7 +45,7 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
   c.patience = 0                # evaluations without improvement before stopping; 0 = never
   c.checkpoint_every_epochs = 10
   c.sklearn = scale != "smoke"  # also fit scikit-learn's MLPClassifier on the same split
-  c.sklearn_max_iter = 500
+  c.sklearn_max_iter = 200      # scikit-learn's default
   c.progress = scale != "smoke"
   return c
 
@@ -70,13 +70,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps_per_epoch = loader.steps_per_epoch
   model = MLP(hidden=tuple(config.hidden), out=10, activation=config.activation,
               dropout=config.dropout)
-  tx = optax.adam(config.learning_rate)
+  num_steps = config.num_epochs * steps_per_epoch
+  tx = optim.adam(config.learning_rate)
   state = init_state(model, tx, train.x[: config.batch_size], seed=config.seed)
   start = time.perf_counter()
   state, history, summary = fit(
       state, loss_fn=classifier_loss(model, l2=config.l2), eval_fn=classifier_eval(model),
       train_loader=loader, val_batches=lambda: data.eval_batches(splits["val"], 256),
-      num_steps=config.num_epochs * steps_per_epoch, workdir=workdir,
+      num_steps=num_steps, workdir=workdir,
       eval_every=config.eval_every_epochs * steps_per_epoch, patience=config.patience,
       checkpoint_every=config.checkpoint_every_epochs * steps_per_epoch,
       resume=config.get("resume", False), progress=config.progress, desc="digits_mlp")

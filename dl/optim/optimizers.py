@@ -197,8 +197,8 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9,
   """
 
   def init_fn(params):
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return AdadeltaState(count=_zeros_count(), e_g2=zeros, e_dx2=zeros)
+    return AdadeltaState(count=_zeros_count(), e_g2=jax.tree.map(jnp.zeros_like, params),
+                         e_dx2=jax.tree.map(jnp.zeros_like, params))
 
   def update_fn(updates, state, params=None):
     del params
@@ -222,8 +222,9 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   """
 
   def init_fn(params):
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return AdamState(count=_zeros_count(), mu=zeros, nu=zeros)
+    # Separate buffers for the two moments: a donated state must not alias itself.
+    return AdamState(count=_zeros_count(), mu=jax.tree.map(jnp.zeros_like, params),
+                     nu=jax.tree.map(jnp.zeros_like, params))
 
   def update_fn(updates, state, params=None):
     del params
@@ -249,8 +250,9 @@ def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   """
 
   def init_fn(params):
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return AdamState(count=_zeros_count(), mu=zeros, nu=zeros)
+    # Separate buffers for the two moments: a donated state must not alias itself.
+    return AdamState(count=_zeros_count(), mu=jax.tree.map(jnp.zeros_like, params),
+                     nu=jax.tree.map(jnp.zeros_like, params))
 
   def update_fn(updates, state, params=None):
     del params

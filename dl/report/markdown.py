@@ -22,21 +22,27 @@ def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
       "| experiment | scale | bar | paper | ours | target | pass | plots |",
       "| --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
-  n_pass = n_bars = 0
+  n_pass = n_bars = n_skip = 0
   for r in results:
     workdir = r["workdir"]
     plots = sorted(glob.glob(os.path.join(workdir, "*.png")))
     links = " ".join(f"[{os.path.basename(p)}]({os.path.relpath(p, root)})" for p in plots)
-    bars = r.get("bars") or [{"name": r.get("error", "no bar"), "paper": "", "ours": "",
-                              "target": "", "passed": False}]
+    if "skipped" in r:
+      n_skip += 1
+      lines.append(f"| {r['experiment']} | {r.get('scale', '')} | {r['skipped']} | | | | SKIPPED | |")
+      continue
+    bars = r.get("bars") or [{"name": r.get("error", "no bar checked at this scale"),
+                              "paper": "", "ours": "", "target": "",
+                              "passed": False if "error" in r else None}]
     for i, b in enumerate(bars):
       n_bars += 1
-      n_pass += bool(b["passed"])
+      n_pass += b["passed"] is True
+      verdict = {True: "PASS", False: "FAIL", None: "-"}[b["passed"]]
       lines.append(
           f"| {r['experiment'] if i == 0 else ''} | {r.get('scale', '') if i == 0 else ''} "
           f"| {b['name']} | {b['paper']} | {_fmt(b['ours'])} | {b['target']} "
-          f"| {'PASS' if b['passed'] else 'FAIL'} | {links if i == 0 else ''} |")
-  lines += ["", f"{n_pass} of {n_bars} bars pass.", ""]
+          f"| {verdict} | {links if i == 0 else ''} |")
+  lines += ["", f"{n_pass} of {n_bars} bars pass; {n_skip} experiments skipped.", ""]
   for r in results:
     if "wall_time_s" in r:
       lines.append(f"- `{r['experiment']}`: {r['wall_time_s']:.1f} s on "

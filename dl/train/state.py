@@ -27,7 +27,10 @@ class TrainState(flax.struct.PyTreeNode):
   @classmethod
   def create(cls, *, apply_fn: Callable[..., Any], params: Any, tx: optax.GradientTransformation,
              rng: jax.Array, extra: dict[str, Any] | None = None) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng,
+    # Copy every leaf once: optimizers may alias one zeros buffer in two slots (optax's adam
+    # does), and a donated step must not receive the same buffer twice.
+    opt_state = jax.tree.map(jnp.array, tx.init(params))
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, rng=rng,
                extra=extra or {}, apply_fn=apply_fn, tx=tx)
 
 
