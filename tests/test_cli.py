@@ -28,7 +28,7 @@ def test_list_names_every_experiment(capsys):
 
 @pytest.mark.parametrize("argv, expected", [
     (["digits_mpl"], "did you mean digits_mlp"),
-    (["digits_mlp", "--config.nope=1"], "unknown config field 'nope'; valid fields: seed"),
+    (["digits_mlp", "--config.nope=1"], "unknown config field 'nope'; valid fields: activation, batch_size"),
     (["digits_mlp", "--config.learning_rate=fast"], "'learning_rate' takes a float"),
     (["digits_mlp", "--config.hidden=abc"], "'hidden' takes a tuple"),
     (["digits_mlp", "--scale", "huge"], "unknown scale 'huge'"),

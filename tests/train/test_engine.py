@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from dl import optim
 import pytest
 
 from dl.train.checkpoint import Checkpointer
@@ -21,8 +23,8 @@ from dl.train.step import jit_train_step
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _quadratic_state(lr=0.1, tx=None):
-  params = {"w": jnp.array([3.0, -2.0])}
+def _quadratic_state(lr=0.1, tx=None, w=(3.0, -2.0)):
+  params = {"w": jnp.array(w)}
   return TrainState.create(apply_fn=None, params=params, tx=tx or optax.sgd(lr),
                            rng=jax.random.PRNGKey(0))
 
@@ -51,8 +53,9 @@ def test_non_finite_guard_names_step_and_metric(tmp_path):
   def loss_fn(params, extra, batch, rng):  # log(w) is NaN once w goes negative
     return jnp.sum(jnp.log(params["w"])), ({}, extra)
 
+  # Step 1 sees w = (3, 2) and moves it to w - 10/w < 0; step 2's loss is NaN.
   with pytest.raises(NonFiniteError, match=r"non-finite loss=nan at step 2"):
-    train(_quadratic_state(lr=10.0), train_step=jit_train_step(loss_fn), batch_fn=_batch,
+    train(_quadratic_state(lr=10.0, w=(3.0, 2.0)), train_step=jit_train_step(loss_fn), batch_fn=_batch,
           num_steps=10, workdir=str(tmp_path), progress=False, log_every=1)
 
 
@@ -68,12 +71,12 @@ def test_early_stopping_stops_and_returns_best(tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-  state = _quadratic_state(tx=optax.adam(1e-2))
+  state = _quadratic_state(tx=optim.adam(1e-2))
   state, _ = jit_train_step(_quadratic_loss)(state, _batch(0))
   ckpt = Checkpointer(str(tmp_path / "ckpt"))
   ckpt.save(1, state, {"note": "hi"})
   ckpt.wait()
-  fresh = _quadratic_state(tx=optax.adam(1e-2))
+  fresh = _quadratic_state(tx=optim.adam(1e-2))
   restored, meta = ckpt.restore(fresh)
   ckpt.close()
   assert meta == {"note": "hi"}
