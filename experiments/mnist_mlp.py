@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 
 import ml_collections
-import optax
 
-from dl import data
+from dl import data, optim
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.report import at_most, plots
@@ -59,8 +58,8 @@ def train_one(name, model, splits, config, workdir):
   num_steps = config.num_epochs * loader.steps_per_epoch
   if config.max_steps:
     num_steps = min(num_steps, config.max_steps)
-  tx = optax.sgd(optax.cosine_decay_schedule(config.learning_rate, num_steps),
-                 momentum=config.momentum, nesterov=True)
+  tx = optim.nesterov(optim.warmup_cosine(config.learning_rate, 0, num_steps),
+                      beta=config.momentum)
   state = init_state(model, tx, train.x[: config.batch_size], seed=config.seed)
   every = min(config.eval_every_epochs * loader.steps_per_epoch, num_steps)
   state, history, summary = fit(

@@ -227,25 +227,6 @@ def test_num_val_must_be_positive(tmp_path):
 # tfds.testing.mock_data: the documented way to test tfds code offline.
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """tfds.testing.mock_data, with its batched read repaired.
-
-    tfds 4.9.10's mock installs ``partial(_getitems, generator=...)`` as a plain attribute of a
-    MagicMock, so ``self`` is never bound and ``__getitems__(keys)`` raises TypeError. Accept
-    both the broken and a fixed calling convention.
-    """
-    from tensorflow_datasets.testing import mocking
-
-    original = mocking._getitems
-
-    def getitems(*args, generator, serialized=False):
-        self, keys = (None, args[0]) if len(args) == 1 else args
-        return original(self, keys, generator, serialized=serialized)
-
-    monkeypatch.setattr(mocking, "_getitems", getitems)
-    return tfds.testing.mock_data
-
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_load_under_mock_data(mock_tfds, name, tmp_path):
