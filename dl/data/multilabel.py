@@ -30,7 +30,8 @@ Deterministic given ``seed`` (int or sequence of ints, numpy's SeedSequence entr
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

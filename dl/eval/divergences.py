@@ -14,15 +14,20 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _kl_to(p: Array, m: Array, axis: int) -> Array:
-    """sum_k p_k log(p_k / m_k) with 0 log 0 = 0, for m > 0 wherever p > 0."""
+def _kl_to_mean(p: Array, q: Array, axis: int) -> Array:
+    """KL(p || m), m = (p + q) / 2, as sum_k p_k (log 2 + log p_k - log(p_k + q_k)), 0 log 0 = 0.
+
+    log(p / m) is written with p + q rather than m: for the smallest float32 subnormal p (1e-45,
+    which a normalised sigmoid or softmax can produce) and q = 0, m = p / 2 rounds to 0 and
+    log(p / m) would be inf; p + q >= p > 0 cannot underflow.
+    """
     support = p > 0
     # Both logs see 1 off the support (the double-where trick): a log(0) there would be -inf in
     # the unselected branch of `where`, and its gradient 0 * inf would turn into NaN.
     p_safe = jnp.where(support, p, 1.0)
-    m_safe = jnp.where(support, m, 1.0)
-    terms = jnp.where(support, p * (jnp.log(p_safe) - jnp.log(m_safe)), 0.0)
-    return jnp.sum(terms, axis=axis)
+    sum_safe = jnp.where(support, p + q, 1.0)
+    log_ratio = math.log(2.0) + jnp.log(p_safe) - jnp.log(sum_safe)
+    return jnp.sum(jnp.where(support, p * log_ratio, 0.0), axis=axis)
 
 
 def jensen_shannon(*, p: Array, q: Array, axis: int = -1, base: float | None = None) -> Array:
@@ -30,8 +35,8 @@ def jensen_shannon(*, p: Array, q: Array, axis: int = -1, base: float | None = N
 
     The metric of Martins & Astudillo (2016), Sec. 4.1, for predicted vs gold label proportions.
     Symmetric, 0 iff p = q, and at most log 2 (1 in base 2, reached by disjoint supports). Terms
-    with p_k = 0 (resp. q_k = 0) contribute 0 (0 log 0 = 0), so sparse vectors are fine; where
-    p_k > 0, m_k >= p_k / 2 > 0, so no division by zero can occur. The value and its gradient are
+    with p_k = 0 (resp. q_k = 0) contribute 0 (0 log 0 = 0), so sparse vectors are fine, and
+    subnormal probabilities cannot make m underflow to 0 (see `_kl_to_mean`). The value and its gradient are
     finite for any non-negative p, q (at p_k = 0 the gradient omits the p_k log p_k term, whose
     derivative is -inf there).
 
@@ -49,8 +54,7 @@ def jensen_shannon(*, p: Array, q: Array, axis: int = -1, base: float | None = N
     p, q = jnp.asarray(p), jnp.asarray(q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
-    m = 0.5 * (p + q)
-    js = 0.5 * (_kl_to(p, m, axis) + _kl_to(q, m, axis))
+    js = 0.5 * (_kl_to_mean(p, q, axis) + _kl_to_mean(q, p, axis))
     return js if base is None else js / math.log(base)
 
 

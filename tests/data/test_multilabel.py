@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dl.data.multilabel import (PROPORTIONS, documents, label_word_distributions,
-                                multilabel_splits)
+from dl.data.multilabel import PROPORTIONS, documents, label_word_distributions, multilabel_splits
 
 PROPERTY = settings(max_examples=25, deadline=None)
 
@@ -66,13 +65,6 @@ def test_random_proportions_are_flat_dirichlet_on_the_active_labels():
     two = d.y[(d.y > 0).sum(1) == 2]
     assert len(two) > 5000
     assert stats.kstest(two[:, 0], "uniform").pvalue > 1e-3
-
-
-def literal_counts(q, dists, length, rng):
-    """McCallum's generative story word by word: a label ~ q, then a word ~ that label's row."""
-    labels = rng.choice(len(q), size=length, p=q)
-    words = np.array([rng.choice(dists.shape[1], p=dists[j]) for j in labels])
-    return np.bincount(words, minlength=dists.shape[1])
 
 
 def test_long_documents_approach_the_mixture():

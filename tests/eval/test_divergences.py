@@ -79,6 +79,18 @@ def test_closed_forms_and_axis():
         jensen_shannon(p=p, q=q[:, :4])
 
 
+def test_subnormal_probabilities_stay_finite():
+    # p_0 = 1e-45 (the smallest float32 subnormal) against q_0 = 0: m_0 = p_0 / 2 underflows to 0
+    # in float32, yet the term p_0 log(2 p_0 / (p_0 + q_0)) = p_0 log 2 is ~1e-45.
+    tiny = float(np.nextafter(np.float32(0), np.float32(1)))
+    p = jnp.array([tiny, 0.5, 0.5 - tiny], jnp.float32)
+    q = jnp.array([0.0, 0.5, 0.5], jnp.float32)
+    assert float(jnp.float32(0.5) * p[0]) == 0.0  # the underflow this guards against
+    value = jensen_shannon(p=p, q=q)
+    assert np.isfinite(float(value)) and 0.0 <= float(value) < 1e-6
+    assert np.all(np.isfinite(np.asarray(jax.grad(lambda a: jensen_shannon(p=a, q=q))(p))))
+
+
 def test_gradient_finite_at_zeros_and_matches_finite_differences():
     p = jnp.array([0.0, 0.3, 0.7, 0.0], jnp.float32)
     q = jnp.array([0.5, 0.0, 0.5, 0.0], jnp.float32)
@@ -92,7 +104,7 @@ def test_gradient_finite_at_zeros_and_matches_finite_differences():
     with jax.enable_x64(True):
         a = jnp.array([0.2, 0.3, 0.5], jnp.float64)
         b = jnp.array([0.6, 0.1, 0.3], jnp.float64)
-        f = lambda v: jensen_shannon(p=v, q=b)  # noqa: E731
+        f = lambda v: jensen_shannon(p=v, q=b)
         v = jnp.array([1.0, -2.0, 0.5], jnp.float64)
         h = 1e-6
         fd = (f(a + h * v) - f(a - h * v)) / (2 * h)
