@@ -6,7 +6,15 @@ Adding one: write `experiments/NAME.py` with PAPER, get_config(scale) and run(co
 
 from types import ModuleType
 
-from experiments import digits_linear, digits_mlp, mnist_mlp, perceptron
+from experiments import (
+    digits_linear,
+    digits_mlp,
+    mnist_mlp,
+    optimizers_digits,
+    optimizers_rosenbrock,
+    perceptron,
+    sparsemax_multilabel,
+)
 
 EXPERIMENTS: dict[str, ModuleType] = {
     # Issue 2: linear models and MLPs.
@@ -14,4 +22,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "digits_linear": digits_linear,
     "digits_mlp": digits_mlp,
     "mnist_mlp": mnist_mlp,
+    # Issue 3: building blocks and the science of training.
+    "optimizers_rosenbrock": optimizers_rosenbrock,
+    "optimizers_digits": optimizers_digits,
+    "sparsemax_multilabel": sparsemax_multilabel,
 }
