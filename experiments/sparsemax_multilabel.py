@@ -2,9 +2,9 @@
 per-label logistic (Martins & Astudillo 2016, "From Softmax to Sparsemax", Sec. 4.1, Fig. 3).
 
 Run:    python run.py sparsemax_multilabel --scale quick
-Expect: quick on a 2-core CPU: about 35 s (30 s of CPU); at K = 50 with uniform proportions
+Expect: quick on a 2-core CPU: about 60 s (58 s of CPU); at K = 50 with uniform proportions
         sparsemax's test JS divergence is below softmax's at all 10 lengths (0.045 vs 0.059 at
-        L = 200, 0.007 vs 0.022 at L = 2000), and so is its squared error; the per-label
+        L = 200, 0.009 vs 0.022 at L = 2000), and so is its squared error; the per-label
         logistic baseline is worst at short lengths and best in JSD from L = 1400 on. The paper
         (Fig. 3, curves only) also has sparsemax below softmax.
 
@@ -92,8 +92,10 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
                "quick": (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7),
                "full": (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6,
                         3e-7, 1e-7)}[scale]
-  c.lbfgs_max_iter = 2000       # a cap; fits stop at the tolerance after ~50-400 steps
-  c.lbfgs_tol = {"full": 1e-5}.get(scale, 1e-4)  # gradient-norm stop (metrics move < 1e-4)
+  c.lbfgs_max_iter = 2000       # a cap; fits stop at the tolerance after ~10-500 steps
+  # Gradient-norm stop. At 1e-4 the small-lambda sparsemax fits stop early and their dev JSD
+  # moves by up to 1e-3 (8%) at L = 2000, an implicit regularization; 1e-5 doubles the cost.
+  c.lbfgs_tol = {"smoke": 1e-4}.get(scale, 1e-5)
   # Where the bar is checked (smoke reports it on its one small setting).
   c.bar_setting = {"smoke": ("uniform", 10)}.get(scale, ("uniform", 50))
   c.bar_min_fraction = 0.8      # of the lengths where sparsemax's JSD must be <= softmax's:
