@@ -31,7 +31,7 @@ def test_smoke(tmp_path):
     assert all(0.0 <= v <= math.log(2) for v in table[model]["jsd"]), model
     assert all(0.0 <= v <= 2.0 for v in table[model]["squared_error"]), model  # ||p - q||^2 <= 2
     assert len(table[model]["l2_jsd"]) == len(lengths)
-  assert m["uniform_K10_all_fits_converged"]
+  assert m["uniform_K10_selected_fits_converged"] and m["uniform_K10_fits_at_cap"] == 0
   (bar,) = results["bars"]
   assert 0 <= bar["ours"] <= len(lengths) and bar["target"] == f">= 2 of {len(lengths)}"
 
