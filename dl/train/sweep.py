@@ -12,7 +12,8 @@ Hyperparameters reach the model as traced values, so two factories take them:
 e.g. ``make_tx = lambda hp: dl.optim.sgd(hp["learning_rate"])``: the `dl.optim` transforms accept
 a traced scalar learning rate (as does ``optax.inject_hyperparams``). Each model is then trained
 by the very step the engine uses (`dl.train.step.train_step`), so a sweep equals `n` separate
-runs of that step up to float reassociation.
+runs of that step up to float reassociation. Models have no mutable collections (the engine's
+`extra` starts empty), so batch-norm statistics are not swept.
 
 The batch schedule is a pytree whose leaves have a leading [num_steps] axis: shared by every
 model (``batch_axis=None``: same data order) or [n, num_steps, ...] (``batch_axis=0``: one order
@@ -156,7 +157,8 @@ def time_against_sequential(swept: Callable, one: Callable, keys: jax.Array, hpa
     for args in per_model:
       jax.block_until_ready(one(*args))
 
-  run_sweep(), run_sequential()  # warm-up: first-call allocations are not the steady state
+  run_sweep()  # warm-up: first-call allocations are not the steady state
+  run_sequential()
   sweep_runs, seq_runs = [], []
   for _ in range(repeats):
     for fn, runs in ((run_sweep, sweep_runs), (run_sequential, seq_runs)):
