@@ -9,6 +9,8 @@ from types import ModuleType
 from experiments import (
     digits_linear,
     digits_mlp,
+    ensembles,
+    hyperparameter_search,
     mnist_mlp,
     optimizers_digits,
     optimizers_rosenbrock,
@@ -25,5 +27,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     # Issue 3: building blocks and the science of training.
     "optimizers_rosenbrock": optimizers_rosenbrock,
     "optimizers_digits": optimizers_digits,
+    "hyperparameter_search": hyperparameter_search,
+    "ensembles": ensembles,
     "sparsemax_multilabel": sparsemax_multilabel,
 }
