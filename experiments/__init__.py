@@ -7,9 +7,11 @@ Adding one: write `experiments/NAME.py` with PAPER, get_config(scale) and run(co
 from types import ModuleType
 
 from experiments import (
+    deep_linear_orthogonal,
     digits_linear,
     digits_mlp,
     ensembles,
+    glorot_init,
     hyperparameter_search,
     mnist_mlp,
     optimizers_digits,
@@ -27,6 +29,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     # Issue 3: building blocks and the science of training.
     "optimizers_rosenbrock": optimizers_rosenbrock,
     "optimizers_digits": optimizers_digits,
+    "glorot_init": glorot_init,
+    "deep_linear_orthogonal": deep_linear_orthogonal,
     "hyperparameter_search": hyperparameter_search,
     "ensembles": ensembles,
     "sparsemax_multilabel": sparsemax_multilabel,
