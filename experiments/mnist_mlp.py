@@ -19,79 +19,115 @@ from dl.train.supervised import fit, init_state
 
 PAPER = {
     "citation": "Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, JMLR 15, "
-                "'Dropout', Table 2",
+    "'Dropout', Table 2",
     "claim": "Dropout lowers MNIST test error of a fully connected net.",
     "published": {"standard_net_error_pct": 1.60, "dropout_relu_3x1024_error_pct": 1.25},
-    "bars": {"smoke": "none (plumbing on mock data)",
-             "quick": "dropout net test error <= 2.0% after a few epochs",
-             "full": "dropout net test error <= 1.35% (paper 1.25 + 0.1), standard net <= 1.70% "
-                     "(paper 1.60 + 0.1), and dropout < standard"},
+    "bars": {
+        "smoke": "none (plumbing on mock data)",
+        "quick": "dropout net test error <= 2.0% after a few epochs",
+        "full": "dropout net test error <= 1.35% (paper 1.25 + 0.1), standard net <= 1.70% "
+        "(paper 1.60 + 0.1), and dropout < standard",
+    },
 }
 ERROR_BAR_PCT = {"quick": 2.0, "full": 1.35}  # dropout net; smoke checks plumbing only
 
 
 def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.scale = scale                      # selects the bar (see PAPER)
-  c.seed = 0
-  c.data_dir = ""                      # tfds data dir; "" = $DL_DATA_DIR or tfds' default
-  c.dataset = "mnist"                  # or fashion_mnist (same pipeline, no paper bar)
-  c.dropout_hidden = (1024, 1024, 1024)  # Table 2: "Dropout NN, ReLU, 3 layers, 1024 units"
-  c.dropout_rate = 0.5                 # hidden units (paper: p_retain = 0.5)
-  c.input_dropout = 0.2                # input units (paper: p_retain = 0.8)
-  c.standard_hidden = (800, 800)       # Table 2's "standard neural net" (Simard et al. 2003)
-  c.train_standard = scale == "full"   # the no-dropout baseline is trained at full scale only
-  c.learning_rate = 0.05               # SGD with Nesterov momentum, cosine-decayed
-  c.momentum = 0.95                    # the paper's momentum range is 0.95-0.99
-  c.batch_size = {"smoke": 16, "quick": 128, "full": 128}[scale]
-  c.num_epochs = {"smoke": 1, "quick": 3, "full": 100}[scale]
-  c.eval_every_epochs = 1
-  c.checkpoint_every_epochs = 1
-  c.max_steps = {"smoke": 4, "quick": 0, "full": 0}[scale]  # cap on steps (0 = no cap)
-  c.progress = scale != "smoke"
-  return c
+    c = ml_collections.ConfigDict()
+    c.scale = scale  # selects the bar (see PAPER)
+    c.seed = 0
+    c.data_dir = ""  # tfds data dir; "" = $DL_DATA_DIR or tfds' default
+    c.dataset = "mnist"  # or fashion_mnist (same pipeline, no paper bar)
+    c.dropout_hidden = (1024, 1024, 1024)  # Table 2: "Dropout NN, ReLU, 3 layers, 1024 units"
+    c.dropout_rate = 0.5  # hidden units (paper: p_retain = 0.5)
+    c.input_dropout = 0.2  # input units (paper: p_retain = 0.8)
+    c.standard_hidden = (800, 800)  # Table 2's "standard neural net" (Simard et al. 2003)
+    c.train_standard = scale == "full"  # the no-dropout baseline is trained at full scale only
+    c.learning_rate = 0.05  # SGD with Nesterov momentum, cosine-decayed
+    c.momentum = 0.95  # the paper's momentum range is 0.95-0.99
+    c.batch_size = {"smoke": 16, "quick": 128, "full": 128}[scale]
+    c.num_epochs = {"smoke": 1, "quick": 3, "full": 100}[scale]
+    c.eval_every_epochs = 1
+    c.checkpoint_every_epochs = 1
+    c.max_steps = {"smoke": 4, "quick": 0, "full": 0}[scale]  # cap on steps (0 = no cap)
+    c.progress = scale != "smoke"
+    return c
 
 
 def train_one(name, model, splits, config, workdir):
-  train = splits["train"]
-  loader = data.Loader(train, config.batch_size, seed=config.seed)
-  num_steps = config.num_epochs * loader.steps_per_epoch
-  if config.max_steps:
-    num_steps = min(num_steps, config.max_steps)
-  tx = optim.nesterov(optim.warmup_cosine(config.learning_rate, 0, num_steps),
-                      beta=config.momentum)
-  state = init_state(model, tx, train.x[: config.batch_size], seed=config.seed)
-  every = min(config.eval_every_epochs * loader.steps_per_epoch, num_steps)
-  state, history, summary = fit(
-      state, loss_fn=classifier_loss(model), eval_fn=classifier_eval(model), train_loader=loader,
-      val_batches=lambda: data.eval_batches(splits["val"], 1000), num_steps=num_steps,
-      workdir=f"{workdir}/{name}", eval_every=every,
-      checkpoint_every=config.checkpoint_every_epochs * loader.steps_per_epoch,
-      resume=config.get("resume", False), progress=config.progress, desc=name)
-  test = summary["evaluate"](summary["best_params"], data.eval_batches(splits["test"], 1000))
-  plots.learning_curves(history, f"{workdir}/{name}_curves.png",
-                        keys=("loss", "val_loss", "val_accuracy"), title=f"{name} MLP")
-  return 100.0 * (1.0 - test["accuracy"])
+    train = splits["train"]
+    loader = data.Loader(train, config.batch_size, seed=config.seed)
+    num_steps = config.num_epochs * loader.steps_per_epoch
+    if config.max_steps:
+        num_steps = min(num_steps, config.max_steps)
+    tx = optim.nesterov(
+        optim.warmup_cosine(config.learning_rate, 0, num_steps), beta=config.momentum
+    )
+    state = init_state(model, tx, train.x[: config.batch_size], seed=config.seed)
+    every = min(config.eval_every_epochs * loader.steps_per_epoch, num_steps)
+    state, history, summary = fit(
+        state,
+        loss_fn=classifier_loss(model),
+        eval_fn=classifier_eval(model),
+        train_loader=loader,
+        val_batches=lambda: data.eval_batches(splits["val"], 1000),
+        num_steps=num_steps,
+        workdir=f"{workdir}/{name}",
+        eval_every=every,
+        checkpoint_every=config.checkpoint_every_epochs * loader.steps_per_epoch,
+        resume=config.get("resume", False),
+        progress=config.progress,
+        desc=name,
+    )
+    test = summary["evaluate"](summary["best_params"], data.eval_batches(splits["test"], 1000))
+    plots.learning_curves(
+        history,
+        f"{workdir}/{name}_curves.png",
+        keys=("loss", "val_loss", "val_accuracy"),
+        title=f"{name} MLP",
+    )
+    return 100.0 * (1.0 - test["accuracy"])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  splits = data.load(config.dataset, data_dir=config.data_dir or None)
-  metrics = {}
-  dropout_net = MLP(hidden=tuple(config.dropout_hidden), out=10, activation="relu",
-                    dropout=config.dropout_rate, input_dropout=config.input_dropout)
-  os.makedirs(f"{workdir}/dropout", exist_ok=True)
-  metrics["dropout_test_error_pct"] = train_one("dropout", dropout_net, splits, config, workdir)
-  bars = []
-  if config.train_standard:
-    os.makedirs(f"{workdir}/standard", exist_ok=True)
-    standard = MLP(hidden=tuple(config.standard_hidden), out=10, activation="sigmoid")
-    metrics["standard_test_error_pct"] = train_one("standard", standard, splits, config, workdir)
-    bars += [at_most("standard net test error %", metrics["standard_test_error_pct"], 1.70,
-                     paper="1.60"),
-             at_most("dropout - standard error %", metrics["dropout_test_error_pct"]
-                     - metrics["standard_test_error_pct"], 0.0, paper="-0.35")]
-  if config.dataset == "mnist" and config.scale in ERROR_BAR_PCT:
-    bars.insert(0, at_most("dropout net test error %", metrics["dropout_test_error_pct"],
-                           ERROR_BAR_PCT[config.scale], paper="1.25"))
-  metrics["bars"] = bars
-  return metrics
+    splits = data.load(config.dataset, data_dir=config.data_dir or None)
+    metrics = {}
+    dropout_net = MLP(
+        hidden=tuple(config.dropout_hidden),
+        out=10,
+        activation="relu",
+        dropout=config.dropout_rate,
+        input_dropout=config.input_dropout,
+    )
+    os.makedirs(f"{workdir}/dropout", exist_ok=True)
+    metrics["dropout_test_error_pct"] = train_one("dropout", dropout_net, splits, config, workdir)
+    bars = []
+    if config.train_standard:
+        os.makedirs(f"{workdir}/standard", exist_ok=True)
+        standard = MLP(hidden=tuple(config.standard_hidden), out=10, activation="sigmoid")
+        metrics["standard_test_error_pct"] = train_one(
+            "standard", standard, splits, config, workdir
+        )
+        bars += [
+            at_most(
+                "standard net test error %", metrics["standard_test_error_pct"], 1.70, paper="1.60"
+            ),
+            at_most(
+                "dropout - standard error %",
+                metrics["dropout_test_error_pct"] - metrics["standard_test_error_pct"],
+                0.0,
+                paper="-0.35",
+            ),
+        ]
+    if config.dataset == "mnist" and config.scale in ERROR_BAR_PCT:
+        bars.insert(
+            0,
+            at_most(
+                "dropout net test error %",
+                metrics["dropout_test_error_pct"],
+                ERROR_BAR_PCT[config.scale],
+                paper="1.25",
+            ),
+        )
+    metrics["bars"] = bars
+    return metrics

@@ -7,22 +7,21 @@ import tensorflow_datasets as tfds
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
-
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """tfds.testing.mock_data, with its batched read repaired.
+    """tfds.testing.mock_data, with its batched read repaired.
 
-  tfds 4.9.10's mock installs ``partial(_getitems, generator=...)`` as a plain attribute of a
-  MagicMock, so ``self`` is never bound and ``__getitems__(keys)`` raises TypeError. Accept
-  both the broken and a fixed calling convention.
-  """
-  from tensorflow_datasets.testing import mocking
+    tfds 4.9.10's mock installs ``partial(_getitems, generator=...)`` as a plain attribute of a
+    MagicMock, so ``self`` is never bound and ``__getitems__(keys)`` raises TypeError. Accept
+    both the broken and a fixed calling convention.
+    """
+    from tensorflow_datasets.testing import mocking
 
-  original = mocking._getitems
+    original = mocking._getitems
 
-  def getitems(*args, generator, serialized=False):
-    self, keys = (None, args[0]) if len(args) == 1 else args
-    return original(self, keys, generator, serialized=serialized)
+    def getitems(*args, generator, serialized=False):
+        self, keys = (None, args[0]) if len(args) == 1 else args
+        return original(self, keys, generator, serialized=serialized)
 
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  return tfds.testing.mock_data
+    monkeypatch.setattr(mocking, "_getitems", getitems)
+    return tfds.testing.mock_data

@@ -11,44 +11,57 @@ from benchmarks import matmul_peak, mlp_step
 
 
 def test_step_flops_closed_form():
-  # widths (3, 4, 2), batch 5: sum d_{l-1} d_l = 12 + 8 = 20; P = 12 + 4 + 8 + 2 = 26.
-  f = mlp_step.step_flops((3, 4, 2), 5)
-  assert f["model"] == 6 * 5 * 20
-  assert f["matmul_executed"] == 6 * 5 * 20 - 2 * 5 * 3 * 4
-  assert f["params"] == 26
-  # bias 2*5*(4+2), relu 2*5*4, softmax-CE 5*5*2, momentum SGD 4*26
-  assert f["elementwise"] == 60 + 40 + 50 + 104
+    # widths (3, 4, 2), batch 5: sum d_{l-1} d_l = 12 + 8 = 20; P = 12 + 4 + 8 + 2 = 26.
+    f = mlp_step.step_flops((3, 4, 2), 5)
+    assert f["model"] == 6 * 5 * 20
+    assert f["matmul_executed"] == 6 * 5 * 20 - 2 * 5 * 3 * 4
+    assert f["params"] == 26
+    # bias 2*5*(4+2), relu 2*5*4, softmax-CE 5*5*2, momentum SGD 4*26
+    assert f["elementwise"] == 60 + 40 + 50 + 104
 
 
 def test_matmul_peak_cli(tmp_path, capsys):
-  path = tmp_path / "peak.json"
-  res = matmul_peak.main(["--sizes", "64", "96", "--repeats", "1", "--json", str(path)])
-  assert json.loads(path.read_text()) == json.loads(json.dumps(res))
-  assert "jax" in res["gflops"] and set(res["gflops"]["jax"]) == {"64", "96"}
-  assert res["peak_gflops"] == max(res["best_by_library"].values())
-  assert all(v > 0 and math.isfinite(v) for v in res["best_by_library"].values())
-  assert "peak:" in capsys.readouterr().out
+    path = tmp_path / "peak.json"
+    res = matmul_peak.main(["--sizes", "64", "96", "--repeats", "1", "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(res))
+    assert "jax" in res["gflops"] and set(res["gflops"]["jax"]) == {"64", "96"}
+    assert res["peak_gflops"] == max(res["best_by_library"].values())
+    assert all(v > 0 and math.isfinite(v) for v in res["best_by_library"].values())
+    assert "peak:" in capsys.readouterr().out
 
 
 def test_mlp_step_cli(tmp_path, capsys):
-  path = tmp_path / "mlp.json"
-  res = mlp_step.main(["--steps", "2", "--repeats", "2", "--peak-sizes", "64",
-                       "--peak-repeats", "1", "--no-torch-compile", "--json", str(path)])
-  assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
-  assert "jax_over_peak" in capsys.readouterr().out
-  jax_res = res["results"]["jax (dl engine)"]
-  assert len(jax_res["seconds"]) == 2 and all(s > 0 for s in jax_res["seconds"])
-  assert jax_res["gflops"] == pytest.approx(jax_res["steps_per_s"] * res["flops"]["model"] / 1e9)
-  # XLA's own count of the compiled step is independent of our formula: it must sit between
-  # the executed matmuls and those plus a generous allowance for elementwise work and the
-  # engine's norm metrics (a few passes over the 1.29M parameters).
-  f = res["flops"]
-  assert f["matmul_executed"] <= f["xla_cost_analysis"] <= f["matmul_executed"] + 20e6
-  if "torch eager" in res["results"]:
-    torch_res = res["results"]["torch eager"]
-    ratio = jax_res["steps_per_s"] / torch_res["steps_per_s"]
-    assert res["ratios"]["jax_over_torch_eager"] == pytest.approx(ratio)
-    # Same initial parameters and batch: PyTorch's SGD-momentum must track the engine's losses,
-    # otherwise the two sides are not timing the same computation.
-    np.testing.assert_allclose(torch_res["warmup_losses"], jax_res["warmup_losses"], rtol=1e-5)
-    assert res["parity_max_abs_loss_diff"] < 1e-4
+    path = tmp_path / "mlp.json"
+    res = mlp_step.main(
+        [
+            "--steps",
+            "2",
+            "--repeats",
+            "2",
+            "--peak-sizes",
+            "64",
+            "--peak-repeats",
+            "1",
+            "--no-torch-compile",
+            "--json",
+            str(path),
+        ]
+    )
+    assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
+    assert "jax_over_peak" in capsys.readouterr().out
+    jax_res = res["results"]["jax (dl engine)"]
+    assert len(jax_res["seconds"]) == 2 and all(s > 0 for s in jax_res["seconds"])
+    assert jax_res["gflops"] == pytest.approx(jax_res["steps_per_s"] * res["flops"]["model"] / 1e9)
+    # XLA's own count of the compiled step is independent of our formula: it must sit between
+    # the executed matmuls and those plus a generous allowance for elementwise work and the
+    # engine's norm metrics (a few passes over the 1.29M parameters).
+    f = res["flops"]
+    assert f["matmul_executed"] <= f["xla_cost_analysis"] <= f["matmul_executed"] + 20e6
+    if "torch eager" in res["results"]:
+        torch_res = res["results"]["torch eager"]
+        ratio = jax_res["steps_per_s"] / torch_res["steps_per_s"]
+        assert res["ratios"]["jax_over_torch_eager"] == pytest.approx(ratio)
+        # Same initial parameters and batch: PyTorch's SGD-momentum must track the engine's losses,
+        # otherwise the two sides are not timing the same computation.
+        np.testing.assert_allclose(torch_res["warmup_losses"], jax_res["warmup_losses"], rtol=1e-5)
+        assert res["parity_max_abs_loss_diff"] < 1e-4

@@ -8,92 +8,118 @@ import pytest
 
 import run
 from experiments import EXPERIMENTS
-from experiments._runner import UsageError, apply_overrides, build_config, run_experiment
+from experiments._runner import UsageError, apply_overrides, build_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(capsys, *argv):
-  code = run.main(list(argv))
-  out, err = capsys.readouterr()
-  return code, out, err
+    code = run.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_list_names_every_experiment(capsys):
-  code, out, _ = _main(capsys, "--list")
-  assert code == 0
-  for name in EXPERIMENTS:
-    assert name in out
+    code, out, _ = _main(capsys, "--list")
+    assert code == 0
+    for name in EXPERIMENTS:
+        assert name in out
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["digits_mpl"], "did you mean digits_mlp"),
-    (["digits_mlp", "--config.nope=1"], "unknown config field 'nope'; valid fields: activation, batch_size"),
-    (["digits_mlp", "--config.learning_rate=fast"], "'learning_rate' takes a float"),
-    (["digits_mlp", "--config.hidden=abc"], "'hidden' takes a tuple"),
-    (["digits_mlp", "--scale", "huge"], "unknown scale 'huge'"),
-    (["digits_mlp", "--seed", "x"], "invalid int value"),
-    (["digits_mlp", "--bogus"], "unrecognized argument"),
-    (["digits_mlp", "--workdir", "/proc/no_such_dir"], "cannot write to workdir"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["digits_mpl"], "did you mean digits_mlp"),
+        (
+            ["digits_mlp", "--config.nope=1"],
+            "unknown config field 'nope'; valid fields: activation, batch_size",
+        ),
+        (["digits_mlp", "--config.learning_rate=fast"], "'learning_rate' takes a float"),
+        (["digits_mlp", "--config.hidden=abc"], "'hidden' takes a tuple"),
+        (["digits_mlp", "--scale", "huge"], "unknown scale 'huge'"),
+        (["digits_mlp", "--seed", "x"], "invalid int value"),
+        (["digits_mlp", "--bogus"], "unrecognized argument"),
+        (["digits_mlp", "--workdir", "/proc/no_such_dir"], "cannot write to workdir"),
+    ],
+)
 def test_bad_input_is_one_line_and_status_2(capsys, argv, expected):
-  try:
-    code, out, err = _main(capsys, *argv)
-  except SystemExit as e:  # argparse-level errors exit from parse()
-    code = e.code
-    out, err = capsys.readouterr()
-  assert code == 2
-  assert expected in err
-  assert len(err.strip().splitlines()) == 1, err
-  assert "Traceback" not in err
+    try:
+        code, out, err = _main(capsys, *argv)
+    except SystemExit as e:  # argparse-level errors exit from parse()
+        code = e.code
+        out, err = capsys.readouterr()
+    assert code == 2
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 def test_missing_data_says_where_it_looked(capsys, tmp_path):
-  if "mnist_mlp" not in EXPERIMENTS:
-    pytest.skip("mnist_mlp not registered")
-  empty = tmp_path / "empty"
-  empty.mkdir()
-  code, _, err = _main(capsys, "mnist_mlp", "--scale", "smoke", "--data-dir", str(empty),
-                       "--workdir", str(tmp_path / "w"))
-  assert code == 2 and str(empty) in err and len(err.strip().splitlines()) == 1
+    if "mnist_mlp" not in EXPERIMENTS:
+        pytest.skip("mnist_mlp not registered")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _main(
+        capsys,
+        "mnist_mlp",
+        "--scale",
+        "smoke",
+        "--data-dir",
+        str(empty),
+        "--workdir",
+        str(tmp_path / "w"),
+    )
+    assert code == 2 and str(empty) in err and len(err.strip().splitlines()) == 1
 
 
 def test_overrides_are_type_checked():
-  config = build_config(EXPERIMENTS["digits_mlp"], scale="smoke",
-                        overrides=["hidden=(32, 16)", "learning_rate=1", "dropout=0.5"])
-  assert config.hidden == (32, 16) and config.learning_rate == 1.0
-  assert isinstance(config.learning_rate, float)
-  with pytest.raises(UsageError, match="takes a int"):
-    apply_overrides(config, ["batch_size=0.5"])
-  with pytest.raises(UsageError, match="must look like"):
-    apply_overrides(config, ["batch_size"])
+    config = build_config(
+        EXPERIMENTS["digits_mlp"],
+        scale="smoke",
+        overrides=["hidden=(32, 16)", "learning_rate=1", "dropout=0.5"],
+    )
+    assert config.hidden == (32, 16) and config.learning_rate == 1.0
+    assert isinstance(config.learning_rate, float)
+    with pytest.raises(UsageError, match="takes a int"):
+        apply_overrides(config, ["batch_size=0.5"])
+    with pytest.raises(UsageError, match="must look like"):
+        apply_overrides(config, ["batch_size"])
 
 
 def test_subprocess_exit_status_and_single_line():
-  p = subprocess.run([sys.executable, "run.py", "no_such_experiment"], cwd=ROOT,
-                     capture_output=True, text=True, timeout=120)
-  assert p.returncode == 2
-  assert p.stderr.count("\n") == 1 and "unknown experiment" in p.stderr
+    p = subprocess.run(
+        [sys.executable, "run.py", "no_such_experiment"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "unknown experiment" in p.stderr
 
 
 def test_run_all_writes_report(tmp_path, monkeypatch):
-  from experiments._runner import run_all
+    from experiments._runner import run_all
 
-  report = tmp_path / "REPORT.md"
-  results = run_all({"digits_mlp": EXPERIMENTS["digits_mlp"]}, scale="smoke",
-                    workdir=str(tmp_path / "runs"), report_path=str(report))
-  text = report.read_text()
-  assert "| digits_mlp | smoke |" in text and "curves.png" in text
-  assert os.path.exists(os.path.join(results[0]["workdir"], "results.json"))
+    report = tmp_path / "REPORT.md"
+    results = run_all(
+        {"digits_mlp": EXPERIMENTS["digits_mlp"]},
+        scale="smoke",
+        workdir=str(tmp_path / "runs"),
+        report_path=str(report),
+    )
+    text = report.read_text()
+    assert "| digits_mlp | smoke |" in text and "curves.png" in text
+    assert os.path.exists(os.path.join(results[0]["workdir"], "results.json"))
 
 
 def test_default_run_is_digits_mlp(capsys, tmp_path, monkeypatch):
-  called = {}
+    called = {}
 
-  def fake(name, registry, **kw):
-    called.update(name=name, **kw)
-    return {"workdir": "w", "bars": []}
+    def fake(name, registry, **kw):
+        called.update(name=name, **kw)
+        return {"workdir": "w", "bars": []}
 
-  monkeypatch.setattr("experiments._runner.run_experiment", fake)
-  code, out, _ = _main(capsys, "--scale", "smoke")
-  assert code == 0 and called["name"] == "digits_mlp" and "--list" in out
+    monkeypatch.setattr("experiments._runner.run_experiment", fake)
+    code, out, _ = _main(capsys, "--scale", "smoke")
+    assert code == 0 and called["name"] == "digits_mlp" and "--list" in out

@@ -52,16 +52,18 @@ class MultilabelData(NamedTuple):
     counts: np.ndarray
 
 
-def label_word_distributions(num_labels: int, vocab_size: int, *, concentration: float = 1.0,
-                             seed: Seed = 0) -> np.ndarray:
+def label_word_distributions(
+    num_labels: int, vocab_size: int, *, concentration: float = 1.0, seed: Seed = 0
+) -> np.ndarray:
     """One multinomial over the vocabulary per label, each ~ Dirichlet(concentration * 1_V).
 
     Returns:
       [num_labels, vocab_size] float64, rows non-negative and summing to 1.
     """
     if num_labels < 1 or vocab_size < 1:
-        raise ValueError(f"need num_labels >= 1 and vocab_size >= 1, got {num_labels}, "
-                         f"{vocab_size}")
+        raise ValueError(
+            f"need num_labels >= 1 and vocab_size >= 1, got {num_labels}, {vocab_size}"
+        )
     if concentration <= 0:
         raise ValueError(f"need concentration > 0, got {concentration}")
     rng = np.random.default_rng(seed)
@@ -87,8 +89,9 @@ PROPORTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] 
 }
 
 
-def _truncated_poisson(rate: float, low: int, high: int, n: int,
-                       rng: np.random.Generator) -> np.ndarray:
+def _truncated_poisson(
+    rate: float, low: int, high: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """n draws of Poisson(rate) conditioned on {low, ..., high}, by inverting its CDF.
 
     The same distribution as the paper's rejection sampling (redraw until in range), without
@@ -101,9 +104,15 @@ def _truncated_poisson(rate: float, low: int, high: int, n: int,
     return k[np.minimum(np.searchsorted(cdf, rng.uniform(size=n), side="right"), len(k) - 1)]
 
 
-def documents(n: int, word_dists: np.ndarray, *, mean_length: float,
-              proportions: str = "uniform", label_rate: float = 1.0,
-              seed: Seed = 0) -> MultilabelData:
+def documents(
+    n: int,
+    word_dists: np.ndarray,
+    *,
+    mean_length: float,
+    proportions: str = "uniform",
+    label_rate: float = 1.0,
+    seed: Seed = 0,
+) -> MultilabelData:
     """n documents from the generative process in the module docstring.
 
     Args:
@@ -118,11 +127,14 @@ def documents(n: int, word_dists: np.ndarray, *, mean_length: float,
       `MultilabelData` with x: [n, V], y: [n, K], counts: [n, V].
     """
     if proportions not in PROPORTIONS:
-        raise ValueError(f"unknown proportions {proportions!r}; valid: "
-                         f"{', '.join(sorted(PROPORTIONS))}")
+        raise ValueError(
+            f"unknown proportions {proportions!r}; valid: {', '.join(sorted(PROPORTIONS))}"
+        )
     if n < 1 or mean_length < 0 or label_rate <= 0:
-        raise ValueError(f"need n >= 1, mean_length >= 0, label_rate > 0; got n={n}, "
-                         f"mean_length={mean_length}, label_rate={label_rate}")
+        raise ValueError(
+            f"need n >= 1, mean_length >= 0, label_rate > 0; got n={n}, "
+            f"mean_length={mean_length}, label_rate={label_rate}"
+        )
     word_dists = np.asarray(word_dists, np.float64)
     num_labels = word_dists.shape[0]
     rng = np.random.default_rng(seed)
@@ -140,11 +152,20 @@ def documents(n: int, word_dists: np.ndarray, *, mean_length: float,
     return MultilabelData(x.astype(np.float32), q.astype(np.float32), counts.astype(np.int32))
 
 
-def multilabel_splits(*, data_dir: str | None = None, num_labels: int = 10,
-                      vocab_size: int | None = None, mean_length: float = 200.0,
-                      proportions: str = "uniform", label_rate: float = 1.0,
-                      concentration: float = 1.0, n_train: int = 1200, n_val: int = 200,
-                      n_test: int = 1000, seed: int = 0) -> dict[str, MultilabelData]:
+def multilabel_splits(
+    *,
+    data_dir: str | None = None,
+    num_labels: int = 10,
+    vocab_size: int | None = None,
+    mean_length: float = 200.0,
+    proportions: str = "uniform",
+    label_rate: float = 1.0,
+    concentration: float = 1.0,
+    n_train: int = 1200,
+    n_val: int = 200,
+    n_test: int = 1000,
+    seed: int = 0,
+) -> dict[str, MultilabelData]:
     """train/val/test documents sharing one set of label-word multinomials.
 
     The paper's sizes (1,200 train, 1,000 test; we add a 200-document dev split for choosing
@@ -153,9 +174,18 @@ def multilabel_splits(*, data_dir: str | None = None, num_labels: int = 10,
     independent draws from the same model. ``data_dir`` is unused (registry signature).
     """
     del data_dir
-    word_dists = label_word_distributions(num_labels, vocab_size or num_labels,
-                                          concentration=concentration, seed=[seed, 3])
+    word_dists = label_word_distributions(
+        num_labels, vocab_size or num_labels, concentration=concentration, seed=[seed, 3]
+    )
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    return {name: documents(size, word_dists, mean_length=mean_length, proportions=proportions,
-                            label_rate=label_rate, seed=[seed, k])
-            for k, (name, size) in enumerate(sizes.items())}
+    return {
+        name: documents(
+            size,
+            word_dists,
+            mean_length=mean_length,
+            proportions=proportions,
+            label_rate=label_rate,
+            seed=[seed, k],
+        )
+        for k, (name, size) in enumerate(sizes.items())
+    }

@@ -45,7 +45,7 @@ def _gather(data: ArrayData, idx: np.ndarray, batch_size: int) -> Batch:
     mask = np.ones(batch_size, np.float32)
     if num_pad:
         idx = np.concatenate([idx, np.full(num_pad, idx[0], idx.dtype)])
-        mask[batch_size - num_pad:] = 0.0
+        mask[batch_size - num_pad :] = 0.0
     return {"x": data.x[idx], "y": data.y[idx], "mask": mask}
 
 
@@ -106,7 +106,7 @@ class Loader:
             raise ValueError(f"step must be >= 0, got {step}")
         epoch, position = divmod(int(step), self.steps_per_epoch)
         start = position * self.batch_size
-        idx = self.order(epoch)[start:start + self.batch_size]
+        idx = self.order(epoch)[start : start + self.batch_size]
         return _gather(self.data, idx, self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:

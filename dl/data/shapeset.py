@@ -40,12 +40,13 @@ Seed = int | Sequence[int]
 
 SHAPES = ("triangle", "parallelogram", "ellipse")
 # Class k <-> the sorted tuple of shape indices present: singles first, then unordered pairs.
-CLASS_SHAPES: tuple[tuple[int, ...], ...] = (
-    tuple((k,) for k in range(3)) + tuple(itertools.combinations_with_replacement(range(3), 2)))
+CLASS_SHAPES: tuple[tuple[int, ...], ...] = tuple((k,) for k in range(3)) + tuple(
+    itertools.combinations_with_replacement(range(3), 2)
+)
 CLASSES = tuple("+".join(SHAPES[k] for k in c) for c in CLASS_SHAPES)
 
 _MAX_REDRAWS = 200  # rounds of redrawing second shapes that overlap too much; a few suffice
-_CHUNK = 512        # images per vectorized point-in-shape test: keeps temporaries ~10 MB
+_CHUNK = 512  # images per vectorized point-in-shape test: keeps temporaries ~10 MB
 
 
 def pixel_centres(size: int) -> np.ndarray:
@@ -70,9 +71,13 @@ def convex_polygon_mask(vertices: np.ndarray, size: int) -> np.ndarray:
     """
     vertices = np.asarray(vertices, np.float32)
     if len(vertices) > _CHUNK:
-        return np.concatenate([convex_polygon_mask(vertices[i:i + _CHUNK], size)
-                               for i in range(0, len(vertices), _CHUNK)])
-    px, py = pixel_centres(size).T.astype(np.float32)             # [P] each
+        return np.concatenate(
+            [
+                convex_polygon_mask(vertices[i : i + _CHUNK], size)
+                for i in range(0, len(vertices), _CHUNK)
+            ]
+        )
+    px, py = pixel_centres(size).T.astype(np.float32)  # [P] each
     ex, ey = np.moveaxis(np.roll(vertices, -1, axis=1) - vertices, -1, 0)  # [n, V] each
     vx, vy = np.moveaxis(vertices, -1, 0)
     # edge x (p - v) = ex * py - ey * px - (ex * vy - ey * vx): no [n, V, P, 2] temporary.
@@ -81,8 +86,9 @@ def convex_polygon_mask(vertices: np.ndarray, size: int) -> np.ndarray:
     return inside.reshape(len(vertices), size, size)
 
 
-def ellipse_mask(centre: np.ndarray, semi_axes: np.ndarray, angle: np.ndarray,
-                 size: int) -> np.ndarray:
+def ellipse_mask(
+    centre: np.ndarray, semi_axes: np.ndarray, angle: np.ndarray, size: int
+) -> np.ndarray:
     """Pixels inside rotated ellipses ``(u / a)^2 + (v / b)^2 <= 1``, where (u, v) is the pixel
     centre relative to ``centre`` rotated by ``-angle``.
 
@@ -94,10 +100,15 @@ def ellipse_mask(centre: np.ndarray, semi_axes: np.ndarray, angle: np.ndarray,
       [n, size, size] bool.
     """
     if len(centre) > _CHUNK:
-        return np.concatenate([ellipse_mask(centre[i:i + _CHUNK], semi_axes[i:i + _CHUNK],
-                                            angle[i:i + _CHUNK], size)
-                               for i in range(0, len(centre), _CHUNK)])
-    d = pixel_centres(size)[None] - np.asarray(centre, np.float64)[:, None]   # [n, P, 2]
+        return np.concatenate(
+            [
+                ellipse_mask(
+                    centre[i : i + _CHUNK], semi_axes[i : i + _CHUNK], angle[i : i + _CHUNK], size
+                )
+                for i in range(0, len(centre), _CHUNK)
+            ]
+        )
+    d = pixel_centres(size)[None] - np.asarray(centre, np.float64)[:, None]  # [n, P, 2]
     c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
     u = c * d[..., 0] + s * d[..., 1]
     v = -s * d[..., 0] + c * d[..., 1]
@@ -111,8 +122,9 @@ def polygon_area(vertices: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
 
 
-def _draw(rng: np.random.Generator, kinds: np.ndarray, size: int, r_min: float,
-          r_max: float) -> tuple[np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator, kinds: np.ndarray, size: int, r_min: float, r_max: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One random shape of kind ``kinds[m]`` (index into SHAPES) per row: ([m, size, size] bool
     masks, [m] exact areas of the continuous shapes)."""
     m = len(kinds)
@@ -121,8 +133,11 @@ def _draw(rng: np.random.Generator, kinds: np.ndarray, size: int, r_min: float,
     theta = rng.uniform(0.0, 2.0 * np.pi, m)
     # Every kind's parameters are drawn for every row so that each row's draws do not depend on
     # the kinds of the other rows.
-    tri_angle = (theta[:, None] + 2.0 * np.pi * np.arange(3) / 3.0
-                 + rng.uniform(-np.pi / 5.0, np.pi / 5.0, (m, 3)))
+    tri_angle = (
+        theta[:, None]
+        + 2.0 * np.pi * np.arange(3) / 3.0
+        + rng.uniform(-np.pi / 5.0, np.pi / 5.0, (m, 3))
+    )
     tri_radius = r[:, None] * rng.uniform(0.6, 1.0, (m, 3))
     par_ratio = rng.uniform(0.4, 1.0, m)
     par_angle = rng.uniform(np.pi / 4.0, np.pi / 2.0, m)
@@ -133,7 +148,8 @@ def _draw(rng: np.random.Generator, kinds: np.ndarray, size: int, r_min: float,
     tri = kinds == 0
     if tri.any():
         v = centre[tri, None] + tri_radius[tri, :, None] * np.stack(
-            [np.cos(tri_angle[tri]), np.sin(tri_angle[tri])], axis=-1)
+            [np.cos(tri_angle[tri]), np.sin(tri_angle[tri])], axis=-1
+        )
         masks[tri] = convex_polygon_mask(v, size)
         areas[tri] = polygon_area(v)
     par = kinds == 1
@@ -164,8 +180,15 @@ def _gray(rng: np.random.Generator, bg: np.ndarray, contrast: float) -> np.ndarr
     return np.where(t < below, t, bg + contrast + (t - below))
 
 
-def sample(n: int, *, size: int = 32, r_min: float = 0.18, r_max: float = 0.36,
-           contrast: float = 0.3, seed: Seed = 0) -> dict[str, np.ndarray]:
+def sample(
+    n: int,
+    *,
+    size: int = 32,
+    r_min: float = 0.18,
+    r_max: float = 0.36,
+    contrast: float = 0.3,
+    seed: Seed = 0,
+) -> dict[str, np.ndarray]:
     """Draws n images with exactly balanced classes (counts differ by at most one), shuffled.
 
     Returns a dict with
@@ -200,8 +223,9 @@ def sample(n: int, *, size: int = 32, r_min: float = 0.18, r_max: float = 0.36,
             break
         m2, a2 = _draw(rng, kinds[pending, 1], size, r_min, r_max)
         overlap = np.sum(m2 & masks[pending, 0], axis=(1, 2))
-        ok = ((overlap <= 0.5 * masks[pending, 0].sum(axis=(1, 2)))
-              & (overlap <= 0.5 * m2.sum(axis=(1, 2))))
+        ok = (overlap <= 0.5 * masks[pending, 0].sum(axis=(1, 2))) & (
+            overlap <= 0.5 * m2.sum(axis=(1, 2))
+        )
         masks[pending[ok], 1], areas[pending[ok], 1] = m2[ok], a2[ok]
         pending = pending[~ok]
     if len(pending):
@@ -212,8 +236,15 @@ def sample(n: int, *, size: int = 32, r_min: float = 0.18, r_max: float = 0.36,
     images = np.broadcast_to(background[:, None, None], (n, size, size)).copy()
     for s in range(2):  # painter's order: the second shape covers the first
         images = np.where(masks[:, s], gray[:, s, None, None], images)
-    return {"images": images.astype(np.float32), "labels": labels, "kinds": kinds,
-            "areas": areas, "masks": masks, "background": background, "gray": gray}
+    return {
+        "images": images.astype(np.float32),
+        "labels": labels,
+        "kinds": kinds,
+        "areas": areas,
+        "masks": masks,
+        "background": background,
+        "gray": gray,
+    }
 
 
 def shapeset(n: int, *, size: int = 32, seed: Seed = 0, **kwargs) -> ArrayData:
@@ -223,11 +254,19 @@ def shapeset(n: int, *, size: int = 32, seed: Seed = 0, **kwargs) -> ArrayData:
     return ArrayData(s["images"].reshape(n, size * size), s["labels"])
 
 
-def shapeset_splits(*, data_dir: str | None = None, n_train: int = 10_000, n_val: int = 2_000,
-                    n_test: int = 2_000, size: int = 32, seed: int = 0) -> dict[str, ArrayData]:
+def shapeset_splits(
+    *,
+    data_dir: str | None = None,
+    n_train: int = 10_000,
+    n_val: int = 2_000,
+    n_test: int = 2_000,
+    size: int = 32,
+    seed: int = 0,
+) -> dict[str, ArrayData]:
     """train/val/test as independent draws with seeds [seed, 0], [seed, 1], [seed, 2]
     (``data_dir`` is unused: the data is synthetic)."""
     del data_dir
-    return {name: shapeset(k_n, size=size, seed=[seed, k])
-            for k, (name, k_n) in enumerate(zip(("train", "val", "test"),
-                                                (n_train, n_val, n_test)))}
+    return {
+        name: shapeset(k_n, size=size, seed=[seed, k])
+        for k, (name, k_n) in enumerate(zip(("train", "val", "test"), (n_train, n_val, n_test)))
+    }

@@ -38,8 +38,9 @@ class DataError(Exception):
     """A dataset is missing, corrupt or unknown; the message says where we looked and the fix."""
 
 
-def digits(*, data_dir: str | None = None, flatten: bool = True,
-           train_fraction: float = 1.0) -> dict[str, ArrayData]:
+def digits(
+    *, data_dir: str | None = None, flatten: bool = True, train_fraction: float = 1.0
+) -> dict[str, ArrayData]:
     """scikit-learn's 8x8 handwritten digits (UCI optdigits test set), split as in the module doc.
 
     Args:
@@ -64,13 +65,16 @@ def digits(*, data_dir: str | None = None, flatten: bool = True,
         x = x.reshape(-1, 8, 8, 1)
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=0.2, stratify=y, random_state=_DIGITS_SPLIT_SEED)
-    train, val = train_test_split(rest, test_size=0.25, stratify=y[rest],
-                                  random_state=_DIGITS_SPLIT_SEED)
+    train, val = train_test_split(
+        rest, test_size=0.25, stratify=y[rest], random_state=_DIGITS_SPLIT_SEED
+    )
     if train_fraction < 1.0:
-        train, _ = train_test_split(train, train_size=train_fraction, stratify=y[train],
-                                    random_state=_DIGITS_SPLIT_SEED)
-    return {name: ArrayData(x[i], y[i]) for name, i in
-            (("train", train), ("val", val), ("test", test))}
+        train, _ = train_test_split(
+            train, train_size=train_fraction, stratify=y[train], random_state=_DIGITS_SPLIT_SEED
+        )
+    return {
+        name: ArrayData(x[i], y[i]) for name, i in (("train", train), ("val", val), ("test", test))
+    }
 
 
 def tfds_root(data_dir: str | None) -> str:
@@ -90,7 +94,8 @@ def _not_prepared(name: str, root: str) -> DataError:
         f"{name} not found under {root} (or prepared as TFRecord, which has no random access). "
         f"Prepare it once: pip install 'dl[prepare]' && python -c \"import tensorflow_datasets "
         f"as tfds; tfds.builder('{name}', data_dir='{root}', file_format='array_record')"
-        f".download_and_prepare()\"; or point --data-dir / $DL_DATA_DIR at a prepared copy.")
+        f'.download_and_prepare()"; or point --data-dir / $DL_DATA_DIR at a prepared copy.'
+    )
 
 
 def _decode(source, name: str, split: str, root: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +126,9 @@ def cache_path(root: str, full_name: str, split: str) -> str:
     return os.path.join(root, "dl_cache", full_name, urllib.parse.quote(split, safe="") + ".npz")
 
 
-def _read_split(source, name: str, split: str, root: str,
-                cache: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    source, name: str, split: str, root: str, cache: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """`_decode`, through an .npz cache of the decoded uint8 arrays under ``root``.
 
     Decoding runs tfds' per-example PNG decoder in Python (~0.2 ms per image on a 2-core CPU,
@@ -152,8 +158,14 @@ def _read_split(source, name: str, split: str, root: str,
     return images, labels
 
 
-def tfds_images(name: str, *, data_dir: str | None = None, flatten: bool = True,
-                num_val: int = 5000, cache: bool = True) -> dict[str, ArrayData]:
+def tfds_images(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    flatten: bool = True,
+    num_val: int = 5000,
+    cache: bool = True,
+) -> dict[str, ArrayData]:
     """A prepared tfds image-classification dataset with 'train' and 'test' splits.
 
     Args:
@@ -176,8 +188,7 @@ def tfds_images(name: str, *, data_dir: str | None = None, flatten: bool = True,
     root = tfds_root(data_dir)
     splits = {"train": f"train[:-{num_val}]", "val": f"train[-{num_val}:]", "test": "test"}
     try:
-        sources = tfds.data_source(name, split=list(splits.values()), data_dir=root,
-                                   download=False)
+        sources = tfds.data_source(name, split=list(splits.values()), data_dir=root, download=False)
     # With no files under root, tfds builds the info from code with the TFRecord default and
     # refuses random access (NotImplementedError); a builder that defaults to ArrayRecord gets
     # to the empty split table instead (KeyError). Files prepared as TFRecord also give the
@@ -192,15 +203,17 @@ def tfds_images(name: str, *, data_dir: str | None = None, flatten: bool = True,
     return out
 
 
-def mnist(*, data_dir: str | None = None, flatten: bool = True,
-          num_val: int = 5000, cache: bool = True) -> dict[str, ArrayData]:
+def mnist(
+    *, data_dir: str | None = None, flatten: bool = True, num_val: int = 5000, cache: bool = True
+) -> dict[str, ArrayData]:
     """MNIST (LeCun et al. 1998): 28x28x1 digits; 55000 / 5000 / 10000. See `tfds_images`."""
-    return tfds_images("mnist", data_dir=data_dir, flatten=flatten, num_val=num_val,
-                       cache=cache)
+    return tfds_images("mnist", data_dir=data_dir, flatten=flatten, num_val=num_val, cache=cache)
 
 
-def fashion_mnist(*, data_dir: str | None = None, flatten: bool = True,
-                  num_val: int = 5000, cache: bool = True) -> dict[str, ArrayData]:
+def fashion_mnist(
+    *, data_dir: str | None = None, flatten: bool = True, num_val: int = 5000, cache: bool = True
+) -> dict[str, ArrayData]:
     """Fashion-MNIST (Xiao et al. 2017): 28x28x1, 10 classes; 55000 / 5000 / 10000."""
-    return tfds_images("fashion_mnist", data_dir=data_dir, flatten=flatten, num_val=num_val,
-                       cache=cache)
+    return tfds_images(
+        "fashion_mnist", data_dir=data_dir, flatten=flatten, num_val=num_val, cache=cache
+    )

@@ -17,8 +17,9 @@ from dl.data.pipeline import ArrayData
 Seed = int | Sequence[int]
 
 
-def separable(n: int, *, dim: int = 2, margin: float = 0.1, radius: float = 1.0,
-              seed: Seed = 0) -> tuple[ArrayData, np.ndarray]:
+def separable(
+    n: int, *, dim: int = 2, margin: float = 0.1, radius: float = 1.0, seed: Seed = 0
+) -> tuple[ArrayData, np.ndarray]:
     """Linearly separable data through the origin with a known margin (perceptron theorem).
 
     Novikoff (1962): if ``||x|| <= R`` and some unit ``w*`` has ``y <w*, x> >= gamma`` for every
@@ -90,8 +91,9 @@ def xor(n: int, *, noise: float = 0.1, seed: Seed = 0) -> ArrayData:
     return ArrayData(x.astype(np.float32), y)
 
 
-def two_spirals(n: int = 194, *, noise: float = 0.0, turns: float = 3.0,
-                seed: Seed = 0) -> ArrayData:
+def two_spirals(
+    n: int = 194, *, noise: float = 0.0, turns: float = 3.0, seed: Seed = 0
+) -> ArrayData:
     """Two interlocking spirals (Lang & Witbrock 1988, "Learning to tell two spirals apart").
 
     Spiral 0 has ``m = ceil(n / 2)`` points ``i = 0..m-1`` at angle ``phi = 2 pi turns s`` and
@@ -121,20 +123,36 @@ def two_spirals(n: int = 194, *, noise: float = 0.0, turns: float = 3.0,
 
 def _splits(make, sizes: tuple[int, int, int], seed: int, **kwargs) -> dict[str, ArrayData]:
     """train/val/test from ``make(size, seed=[seed, k], **kwargs)``, k = 0, 1, 2."""
-    return {name: make(size, seed=[seed, k], **kwargs)
-            for k, (name, size) in enumerate(zip(("train", "val", "test"), sizes))}
+    return {
+        name: make(size, seed=[seed, k], **kwargs)
+        for k, (name, size) in enumerate(zip(("train", "val", "test"), sizes))
+    }
 
 
-def xor_splits(*, data_dir: str | None = None, n_train: int = 1000, n_val: int = 500,
-               n_test: int = 500, noise: float = 0.1, seed: int = 0) -> dict[str, ArrayData]:
+def xor_splits(
+    *,
+    data_dir: str | None = None,
+    n_train: int = 1000,
+    n_val: int = 500,
+    n_test: int = 500,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> dict[str, ArrayData]:
     """Registered ``xor``: independent draws of `xor` per split (``data_dir`` is unused)."""
     del data_dir
     return _splits(xor, (n_train, n_val, n_test), seed, noise=noise)
 
 
-def two_spirals_splits(*, data_dir: str | None = None, n_train: int = 194, n_val: int = 194,
-                       n_test: int = 194, noise: float = 0.0, turns: float = 3.0,
-                       seed: int = 0) -> dict[str, ArrayData]:
+def two_spirals_splits(
+    *,
+    data_dir: str | None = None,
+    n_train: int = 194,
+    n_val: int = 194,
+    n_test: int = 194,
+    noise: float = 0.0,
+    turns: float = 3.0,
+    seed: int = 0,
+) -> dict[str, ArrayData]:
     """Registered ``two_spirals``: `two_spirals` per split with independent noise.
 
     With the default ``noise=0`` (the 1988 benchmark, where the task is to fit the 194 points)

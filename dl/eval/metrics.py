@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 
 
-def correct_sum(*, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """logits: [batch, classes]; labels: [batch] int -> number of valid rows with argmax == label."""
-  hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return jnp.sum(hit if mask is None else hit * mask)
+def correct_sum(
+    *, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """logits: [batch, classes]; labels: [batch] int -> number of valid rows with argmax == label."""
+    hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.sum(hit if mask is None else hit * mask)
 
 
 def accuracy(*, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  count = jnp.asarray(labels.shape[0], jnp.float32) if mask is None else jnp.sum(mask)
-  return correct_sum(logits=logits, labels=labels, mask=mask) / jnp.maximum(count, 1.0)
+    count = jnp.asarray(labels.shape[0], jnp.float32) if mask is None else jnp.sum(mask)
+    return correct_sum(logits=logits, labels=labels, mask=mask) / jnp.maximum(count, 1.0)

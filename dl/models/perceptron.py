@@ -27,87 +27,86 @@ Array = jax.Array
 
 
 def with_bias_feature(x: Array) -> Array:
-  """x: [n, d] -> [n, d + 1] with a constant 1 appended, so ``<w, x>`` gains a bias ``w[-1]``."""
-  return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
+    """x: [n, d] -> [n, d + 1] with a constant 1 appended, so ``<w, x>`` gains a bias ``w[-1]``."""
+    return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
 
 
 def scores(w: Array, x: Array) -> Array:
-  """w: [d]; x: [n, d] -> [n] scores ``<w, x>``; the prediction is +1 where the score > 0."""
-  return x @ w
+    """w: [d]; x: [n, d] -> [n] scores ``<w, x>``; the prediction is +1 where the score > 0."""
+    return x @ w
 
 
 def update(w: Array, example: tuple[Array, Array]) -> tuple[Array, Array]:
-  """One step of Rosenblatt's rule; ``lax.scan``-shaped (carry ``w``, one example per step).
+    """One step of Rosenblatt's rule; ``lax.scan``-shaped (carry ``w``, one example per step).
 
-  Args:
-    w: [d] weights.
-    example: (x [d], y [] in {-1, +1}, any numeric dtype; cast to ``x.dtype``).
+    Args:
+      w: [d] weights.
+      example: (x [d], y [] in {-1, +1}, any numeric dtype; cast to ``x.dtype``).
 
-  Returns:
-    (``w + y x`` if ``y <w, x> <= 0`` else ``w``, mistake: [] bool).
-  """
-  x, y = example
-  y = jnp.asarray(y).astype(x.dtype)
-  mistake = y * jnp.dot(w, x) <= 0.0
-  return jnp.where(mistake, w + y * x, w), mistake
+    Returns:
+      (``w + y x`` if ``y <w, x> <= 0`` else ``w``, mistake: [] bool).
+    """
+    x, y = example
+    y = jnp.asarray(y).astype(x.dtype)
+    mistake = y * jnp.dot(w, x) <= 0.0
+    return jnp.where(mistake, w + y * x, w), mistake
 
 
 def epoch(w: Array, x: Array, y: Array) -> tuple[Array, Array]:
-  """One pass over the data in order. w: [d]; x: [n, d]; y: [n] in {-1, +1}.
+    """One pass over the data in order. w: [d]; x: [n, d]; y: [n] in {-1, +1}.
 
-  Returns (w after the pass, number of mistakes in the pass: [] int32).
-  """
-  w, mistakes = jax.lax.scan(update, w, (x, y))
-  return w, jnp.sum(mistakes, dtype=jnp.int32)
+    Returns (w after the pass, number of mistakes in the pass: [] int32).
+    """
+    w, mistakes = jax.lax.scan(update, w, (x, y))
+    return w, jnp.sum(mistakes, dtype=jnp.int32)
 
 
 class Result(NamedTuple):
-  """What `train` returns (each field gains a leading axis under `vmap`).
+    """What `train` returns (each field gains a leading axis under `vmap`).
 
-  Attributes:
-    w: [d] final weights.
-    mistakes: [] int32, total updates over all epochs (the quantity Novikoff bounds).
-    epochs: [] int32, passes made, including the final mistake-free one if converged.
-    converged: [] bool, whether the last pass made no mistake (so ``w`` separates the data).
-  """
+    Attributes:
+      w: [d] final weights.
+      mistakes: [] int32, total updates over all epochs (the quantity Novikoff bounds).
+      epochs: [] int32, passes made, including the final mistake-free one if converged.
+      converged: [] bool, whether the last pass made no mistake (so ``w`` separates the data).
+    """
 
-  w: Array
-  mistakes: Array
-  epochs: Array
-  converged: Array
+    w: Array
+    mistakes: Array
+    epochs: Array
+    converged: Array
 
 
 def train(x: Array, y: Array, *, max_epochs: int) -> Result:
-  """Cycles through (x [n, d], y [n] in {-1, +1}) from ``w = 0`` until a pass makes no mistake
-  or ``max_epochs`` passes are done. On separable data the loop ends after at most
-  ``(R / gamma)^2 + 1`` passes, since every pass but the last makes a mistake."""
+    """Cycles through (x [n, d], y [n] in {-1, +1}) from ``w = 0`` until a pass makes no mistake
+    or ``max_epochs`` passes are done. On separable data the loop ends after at most
+    ``(R / gamma)^2 + 1`` passes, since every pass but the last makes a mistake."""
 
-  def cond(carry):
-    _, _, epochs, last = carry
-    return (last > 0) & (epochs < max_epochs)
+    def cond(carry):
+        _, _, epochs, last = carry
+        return (last > 0) & (epochs < max_epochs)
 
-  def body(carry):
-    w, total, epochs, _ = carry
-    w, mistakes = epoch(w, x, y)
-    return w, total + mistakes, epochs + 1, mistakes
+    def body(carry):
+        w, total, epochs, _ = carry
+        w, mistakes = epoch(w, x, y)
+        return w, total + mistakes, epochs + 1, mistakes
 
-  zero = jnp.zeros((), jnp.int32)
-  # `last` starts at 1 so that the first pass always runs.
-  init = (jnp.zeros(x.shape[-1], x.dtype), zero, zero, jnp.ones((), jnp.int32))
-  w, total, epochs, last = jax.lax.while_loop(cond, body, init)
-  return Result(w=w, mistakes=total, epochs=epochs, converged=last == 0)
+    zero = jnp.zeros((), jnp.int32)
+    # `last` starts at 1 so that the first pass always runs.
+    init = (jnp.zeros(x.shape[-1], x.dtype), zero, zero, jnp.ones((), jnp.int32))
+    w, total, epochs, last = jax.lax.while_loop(cond, body, init)
+    return Result(w=w, mistakes=total, epochs=epochs, converged=last == 0)
 
 
 def train_epochs(x: Array, y: Array, *, num_epochs: int) -> tuple[Array, Array]:
-  """Exactly ``num_epochs`` passes (for data that may not be separable, e.g. XOR).
+    """Exactly ``num_epochs`` passes (for data that may not be separable, e.g. XOR).
 
-  Returns (w after each pass: [num_epochs, d], mistakes in each pass: [num_epochs] int32).
-  """
+    Returns (w after each pass: [num_epochs, d], mistakes in each pass: [num_epochs] int32).
+    """
 
-  def body(w, _):
-    w, mistakes = epoch(w, x, y)
-    return w, (w, mistakes)
+    def body(w, _):
+        w, mistakes = epoch(w, x, y)
+        return w, (w, mistakes)
 
-  _, (ws, mistakes) = jax.lax.scan(body, jnp.zeros(x.shape[-1], x.dtype), None,
-                                   length=num_epochs)
-  return ws, mistakes
+    _, (ws, mistakes) = jax.lax.scan(body, jnp.zeros(x.shape[-1], x.dtype), None, length=num_epochs)
+    return ws, mistakes

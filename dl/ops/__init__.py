@@ -9,7 +9,21 @@ from dl.ops.losses import LOSSES, get_loss
 from dl.ops.sparsemax import sparsemax, sparsemax_loss, sparsemax_threshold
 
 __all__ = [
-    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "activations", "assert_gradcheck", "get_activation",
-    "get_initializer", "get_loss", "gradcheck", "initializers", "log_softmax", "losses",
-    "regularizers", "softmax", "sparsemax", "sparsemax_loss", "sparsemax_threshold",
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "LOSSES",
+    "activations",
+    "assert_gradcheck",
+    "get_activation",
+    "get_initializer",
+    "get_loss",
+    "gradcheck",
+    "initializers",
+    "log_softmax",
+    "losses",
+    "regularizers",
+    "softmax",
+    "sparsemax",
+    "sparsemax_loss",
+    "sparsemax_threshold",
 ]

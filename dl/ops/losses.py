@@ -61,8 +61,9 @@ def _as(x, like: Array) -> Array:
 # --------------------------------------------------------------------------------------------
 
 
-def mse(*, predictions: Array, targets: Array, mask: Array | None = None,
-        reduce: bool = True) -> Array:
+def mse(
+    *, predictions: Array, targets: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Mean squared error ``(p - t)^2``.
 
     predictions, targets: [batch, ...] (targets are cast to the predictions' dtype).
@@ -72,15 +73,22 @@ def mse(*, predictions: Array, targets: Array, mask: Array | None = None,
     return _reduce(_mean_over_features(jnp.square(err)), mask, reduce)
 
 
-def mae(*, predictions: Array, targets: Array, mask: Array | None = None,
-        reduce: bool = True) -> Array:
+def mae(
+    *, predictions: Array, targets: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Mean absolute error ``|p - t|``. Shapes as in :func:`mse`."""
     err = predictions - _as(targets, predictions)
     return _reduce(_mean_over_features(jnp.abs(err)), mask, reduce)
 
 
-def huber(*, predictions: Array, targets: Array, delta: float = 1.0, mask: Array | None = None,
-          reduce: bool = True) -> Array:
+def huber(
+    *,
+    predictions: Array,
+    targets: Array,
+    delta: float = 1.0,
+    mask: Array | None = None,
+    reduce: bool = True,
+) -> Array:
     """Huber loss (Huber 1964): ``r^2/2`` for ``|r| <= delta``, else ``delta (|r| - delta/2)``.
 
     Equals torch's ``huber_loss(delta=delta)``; ``smooth_l1_loss(beta)`` is this divided by
@@ -100,8 +108,14 @@ def huber(*, predictions: Array, targets: Array, delta: float = 1.0, mask: Array
 # --------------------------------------------------------------------------------------------
 
 
-def cross_entropy(*, logits: Array, targets: Array, mask: Array | None = None,
-                  reduce: bool = True, label_smoothing: float = 0.0) -> Array:
+def cross_entropy(
+    *,
+    logits: Array,
+    targets: Array,
+    mask: Array | None = None,
+    reduce: bool = True,
+    label_smoothing: float = 0.0,
+) -> Array:
     """Softmax cross-entropy ``-sum_k t_k log softmax(z)_k``.
 
     logits: [*batch, K]. targets: either integer labels [*batch] or (one-hot or soft)
@@ -124,7 +138,9 @@ def cross_entropy(*, logits: Array, targets: Array, mask: Array | None = None,
             nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_probs, axis=-1)
     else:
         if targets.shape != logits.shape:
-            raise ValueError(f"probability targets {targets.shape} must match logits {logits.shape}")
+            raise ValueError(
+                f"probability targets {targets.shape} must match logits {logits.shape}"
+            )
         probs = _as(targets, logits)
         if label_smoothing:
             probs = (1.0 - label_smoothing) * probs + label_smoothing / num_classes
@@ -132,8 +148,9 @@ def cross_entropy(*, logits: Array, targets: Array, mask: Array | None = None,
     return _reduce(nll, mask, reduce)
 
 
-def binary_cross_entropy_with_logits(*, logits: Array, targets: Array,
-                                     mask: Array | None = None, reduce: bool = True) -> Array:
+def binary_cross_entropy_with_logits(
+    *, logits: Array, targets: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Bernoulli negative log-likelihood of ``targets`` in [0, 1] under ``sigmoid(logits)``.
 
     Uses ``max(z, 0) - z y + log1p(exp(-|z|))``, which is ``-y log s(z) - (1-y) log(1-s(z))``
@@ -154,8 +171,14 @@ def _true_class_score(logits: Array, labels: Array) -> Array:
     return jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
 
 
-def multiclass_hinge(*, logits: Array, labels: Array, margin: float = 1.0,
-                     mask: Array | None = None, reduce: bool = True) -> Array:
+def multiclass_hinge(
+    *,
+    logits: Array,
+    labels: Array,
+    margin: float = 1.0,
+    mask: Array | None = None,
+    reduce: bool = True,
+) -> Array:
     """Crammer & Singer (2001) multiclass hinge ``max(0, margin + max_{j != y} z_j - z_y)``.
 
     logits: [*batch, K] with K >= 2; labels: integer [*batch]; mask: [*batch].
@@ -167,8 +190,9 @@ def multiclass_hinge(*, logits: Array, labels: Array, margin: float = 1.0,
     return _reduce(jnp.maximum(0.0, margin + best_other - true_score), mask, reduce)
 
 
-def perceptron(*, logits: Array, labels: Array, mask: Array | None = None,
-               reduce: bool = True) -> Array:
+def perceptron(
+    *, logits: Array, labels: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Perceptron criterion (Rosenblatt 1958), chosen by the shapes.
 
     * Multiclass, ``logits: [*batch, K]``, integer ``labels: [*batch]``:
@@ -190,8 +214,9 @@ def perceptron(*, logits: Array, labels: Array, mask: Array | None = None,
 # --------------------------------------------------------------------------------------------
 
 
-def kl_divergence(*, p_logits: Array, q_logits: Array, mask: Array | None = None,
-                  reduce: bool = True) -> Array:
+def kl_divergence(
+    *, p_logits: Array, q_logits: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Categorical ``KL(p || q) = sum_k p_k (log p_k - log q_k)``.
 
     p_logits, q_logits: [*batch, K], unnormalized logits *or* log-probabilities (both are
@@ -210,9 +235,15 @@ def kl_divergence(*, p_logits: Array, q_logits: Array, mask: Array | None = None
     return _reduce(per_example, mask, reduce)
 
 
-def gaussian_kl(*, mean: Array, logvar: Array, prior_mean: float | Array = 0.0,
-                prior_logvar: float | Array = 0.0, mask: Array | None = None,
-                reduce: bool = True) -> Array:
+def gaussian_kl(
+    *,
+    mean: Array,
+    logvar: Array,
+    prior_mean: float | Array = 0.0,
+    prior_logvar: float | Array = 0.0,
+    mask: Array | None = None,
+    reduce: bool = True,
+) -> Array:
     """``KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar)))`` for diagonal Gaussians.
 
     Closed form (Kingma & Welling 2014, appendix B, for a general diagonal prior), summed over
@@ -225,9 +256,12 @@ def gaussian_kl(*, mean: Array, logvar: Array, prior_mean: float | Array = 0.0,
     """
     prior_mean = _as(prior_mean, mean)
     prior_logvar = _as(prior_logvar, mean)
-    per_dim = (prior_logvar - logvar
-               + (jnp.exp(logvar) + jnp.square(mean - prior_mean)) * jnp.exp(-prior_logvar)
-               - 1.0)
+    per_dim = (
+        prior_logvar
+        - logvar
+        + (jnp.exp(logvar) + jnp.square(mean - prior_mean)) * jnp.exp(-prior_logvar)
+        - 1.0
+    )
     return _reduce(0.5 * jnp.sum(per_dim, axis=-1), mask, reduce)
 
 
@@ -236,8 +270,9 @@ def gaussian_kl(*, mean: Array, logvar: Array, prior_mean: float | Array = 0.0,
 # --------------------------------------------------------------------------------------------
 
 
-def _sparsemax_loss(*, logits: Array, targets: Array, mask: Array | None = None,
-                    reduce: bool = True) -> Array:
+def _sparsemax_loss(
+    *, logits: Array, targets: Array, mask: Array | None = None, reduce: bool = True
+) -> Array:
     """Sparsemax loss (Martins & Astudillo 2016); see :mod:`dl.ops.sparsemax`."""
     # Imported on call: sparsemax lives in its own module, and importing this one must not
     # depend on it.
@@ -265,4 +300,6 @@ def get_loss(name: str) -> Callable[..., Array]:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}") from None
+        raise ValueError(
+            f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}"
+        ) from None

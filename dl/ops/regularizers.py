@@ -92,8 +92,7 @@ def dropout(x: Array, *, rate: float, rng: Array | None, deterministic: bool = F
 
 def _project_columns(kernel: Array, limit: float) -> Array:
     # The incoming weights of output unit j are kernel[..., j]: every axis but the last.
-    norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1)),
-                             keepdims=True))
+    norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1)), keepdims=True))
     too_long = norms > limit
     # The safe denominator keeps zero columns (norm 0) free of 0/0 in the unused branch.
     scale = jnp.where(too_long, limit / jnp.where(too_long, norms, 1.0), 1.0)

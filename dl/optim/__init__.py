@@ -24,8 +24,24 @@ from dl.optim.schedules import (
 )
 
 __all__ = [
-    "OPTIMIZERS", "HalveOnRise", "PlateauFactorState", "adadelta", "adagrad", "adam", "adamax",
-    "clip_by_global_norm", "clip_elementwise", "exponential_decay", "get_optimizer", "global_norm",
-    "halve_on_rise", "momentum", "nesterov", "rmsprop", "scale_by_plateau_factor", "sgd",
-    "step_decay", "warmup_cosine",
+    "OPTIMIZERS",
+    "HalveOnRise",
+    "PlateauFactorState",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "clip_by_global_norm",
+    "clip_elementwise",
+    "exponential_decay",
+    "get_optimizer",
+    "global_norm",
+    "halve_on_rise",
+    "momentum",
+    "nesterov",
+    "rmsprop",
+    "scale_by_plateau_factor",
+    "sgd",
+    "step_decay",
+    "warmup_cosine",
 ]

@@ -8,43 +8,54 @@ from typing import Any
 
 
 def _fmt(x: Any) -> str:
-  if isinstance(x, float):
-    return f"{x:.4g}"
-  return str(x)
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
 
 
 def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
-  """Markdown for `results` (each a results.json dict with a "workdir" key); links are relative
-  to `root`, the folder REPORT.md is written in."""
-  lines = [
-      "# Report: paper vs ours",
-      "",
-      "| experiment | scale | bar | paper | ours | target | pass | plots |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- |",
-  ]
-  n_pass = n_bars = n_skip = 0
-  for r in results:
-    workdir = r["workdir"]
-    plots = sorted(glob.glob(os.path.join(workdir, "*.png")))
-    links = " ".join(f"[{os.path.basename(p)}]({os.path.relpath(p, root)})" for p in plots)
-    if "skipped" in r:
-      n_skip += 1
-      lines.append(f"| {r['experiment']} | {r.get('scale', '')} | {r['skipped']} | | | | SKIPPED | |")
-      continue
-    bars = r.get("bars") or [{"name": r.get("error", "no bar checked at this scale"),
-                              "paper": "", "ours": "", "target": "",
-                              "passed": False if "error" in r else None}]
-    for i, b in enumerate(bars):
-      n_bars += 1
-      n_pass += b["passed"] is True
-      verdict = {True: "PASS", False: "FAIL", None: "-"}[b["passed"]]
-      lines.append(
-          f"| {r['experiment'] if i == 0 else ''} | {r.get('scale', '') if i == 0 else ''} "
-          f"| {b['name']} | {b['paper']} | {_fmt(b['ours'])} | {b['target']} "
-          f"| {verdict} | {links if i == 0 else ''} |")
-  lines += ["", f"{n_pass} of {n_bars} bars pass; {n_skip} experiments skipped.", ""]
-  for r in results:
-    if "wall_time_s" in r:
-      lines.append(f"- `{r['experiment']}`: {r['wall_time_s']:.1f} s on "
-                   f"{r['environment']['device']} x{r['environment']['device_count']}")
-  return "\n".join(lines) + "\n"
+    """Markdown for `results` (each a results.json dict with a "workdir" key); links are relative
+    to `root`, the folder REPORT.md is written in."""
+    lines = [
+        "# Report: paper vs ours",
+        "",
+        "| experiment | scale | bar | paper | ours | target | pass | plots |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    n_pass = n_bars = n_skip = 0
+    for r in results:
+        workdir = r["workdir"]
+        plots = sorted(glob.glob(os.path.join(workdir, "*.png")))
+        links = " ".join(f"[{os.path.basename(p)}]({os.path.relpath(p, root)})" for p in plots)
+        if "skipped" in r:
+            n_skip += 1
+            lines.append(
+                f"| {r['experiment']} | {r.get('scale', '')} | {r['skipped']} | | | | SKIPPED | |"
+            )
+            continue
+        bars = r.get("bars") or [
+            {
+                "name": r.get("error", "no bar checked at this scale"),
+                "paper": "",
+                "ours": "",
+                "target": "",
+                "passed": False if "error" in r else None,
+            }
+        ]
+        for i, b in enumerate(bars):
+            n_bars += 1
+            n_pass += b["passed"] is True
+            verdict = {True: "PASS", False: "FAIL", None: "-"}[b["passed"]]
+            lines.append(
+                f"| {r['experiment'] if i == 0 else ''} | {r.get('scale', '') if i == 0 else ''} "
+                f"| {b['name']} | {b['paper']} | {_fmt(b['ours'])} | {b['target']} "
+                f"| {verdict} | {links if i == 0 else ''} |"
+            )
+    lines += ["", f"{n_pass} of {n_bars} bars pass; {n_skip} experiments skipped.", ""]
+    for r in results:
+        if "wall_time_s" in r:
+            lines.append(
+                f"- `{r['experiment']}`: {r['wall_time_s']:.1f} s on "
+                f"{r['environment']['device']} x{r['environment']['device_count']}"
+            )
+    return "\n".join(lines) + "\n"

@@ -10,45 +10,57 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def learning_curves(history: Sequence[dict[str, Any]], path: str, *,
-                    keys: Sequence[str] = ("loss", "val_loss", "val_accuracy"),
-                    title: str = "") -> str:
-  """One panel per key, plotted against `step`; rows of `history` lacking a key are skipped."""
-  keys = [k for k in keys if any(k in row for row in history)]
-  fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.5),
-                           squeeze=False)
-  for ax, key in zip(axes[0], keys):
-    rows = [r for r in history if key in r]
-    ax.plot([r["step"] for r in rows], [r[key] for r in rows])
-    ax.set_xlabel("step")
-    ax.set_title(key)
+def learning_curves(
+    history: Sequence[dict[str, Any]],
+    path: str,
+    *,
+    keys: Sequence[str] = ("loss", "val_loss", "val_accuracy"),
+    title: str = "",
+) -> str:
+    """One panel per key, plotted against `step`; rows of `history` lacking a key are skipped."""
+    keys = [k for k in keys if any(k in row for row in history)]
+    fig, axes = plt.subplots(
+        1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.5), squeeze=False
+    )
+    for ax, key in zip(axes[0], keys):
+        rows = [r for r in history if key in r]
+        ax.plot([r["step"] for r in rows], [r[key] for r in rows])
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logy: bool = False,
+    logx: bool = False,
+) -> str:
+    """Several named (x, y) lines on one axis."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str, *,
-           xlabel: str, ylabel: str, title: str = "", logy: bool = False,
-           logx: bool = False) -> str:
-  """Several named (x, y) lines on one axis."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for label, (x, y) in series.items():
-    ax.plot(x, y, label=label)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  if logy:
-    ax.set_yscale("log")
-  if logx:
-    ax.set_xscale("log")
-  if title:
-    ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

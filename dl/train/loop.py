@@ -24,144 +24,176 @@ from dl.train.state import TrainState
 
 
 class NonFiniteError(FloatingPointError):
-  """A training metric became NaN or infinite; the message names the step and the metric."""
+    """A training metric became NaN or infinite; the message names the step and the metric."""
 
 
 def check_finite(step: int, metrics: dict[str, float]) -> None:
-  for name, value in metrics.items():
-    if not math.isfinite(value):
-      raise NonFiniteError(f"non-finite {name}={value} at step {step}; lower the learning rate, "
-                           f"clip gradients, or check the inputs of that step")
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"non-finite {name}={value} at step {step}; lower the learning rate, "
+                f"clip gradients, or check the inputs of that step"
+            )
 
 
 class MetricsWriter:
-  """Appends JSON rows to `workdir/metrics.jsonl`; on resume drops rows past the restored step
-  (they were computed after the last checkpoint and will be recomputed identically)."""
+    """Appends JSON rows to `workdir/metrics.jsonl`; on resume drops rows past the restored step
+    (they were computed after the last checkpoint and will be recomputed identically)."""
 
-  def __init__(self, path: str, *, resume_step: int | None):
-    self.path = path
-    rows = []
-    if resume_step is not None and os.path.exists(path):
-      with open(path) as f:
-        rows = [r for r in map(json.loads, f) if r["step"] <= resume_step]
-    with open(path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
-    self.rows: list[dict[str, Any]] = rows
+    def __init__(self, path: str, *, resume_step: int | None):
+        self.path = path
+        rows = []
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                rows = [r for r in map(json.loads, f) if r["step"] <= resume_step]
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self.rows: list[dict[str, Any]] = rows
 
-  def write(self, rows: Sequence[dict[str, Any]]) -> None:
-    with open(self.path, "a") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
-    self.rows.extend(rows)
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        with open(self.path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self.rows.extend(rows)
 
 
-def train(state: TrainState, *, train_step: Callable, batch_fn: Callable[[int], dict],
-          num_steps: int, workdir: str, eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
-          eval_every: int = 0, monitor: str = "val_accuracy", mode: str = "max", patience: int = 0,
-          checkpoint_every: int = 0, resume: bool = False, log_every: int = 50,
-          callbacks: Sequence[Callable[[TrainState, dict[str, float]], TrainState]] = (),
-          shard: Callable[[dict], dict] | None = None, progress: bool = True,
-          desc: str = "train") -> tuple[TrainState, list[dict[str, Any]], dict[str, Any]]:
-  """Runs `train_step` from `state.step` to `num_steps`.
+def train(
+    state: TrainState,
+    *,
+    train_step: Callable,
+    batch_fn: Callable[[int], dict],
+    num_steps: int,
+    workdir: str,
+    eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    monitor: str = "val_accuracy",
+    mode: str = "max",
+    patience: int = 0,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    log_every: int = 50,
+    callbacks: Sequence[Callable[[TrainState, dict[str, float]], TrainState]] = (),
+    shard: Callable[[dict], dict] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[TrainState, list[dict[str, Any]], dict[str, Any]]:
+    """Runs `train_step` from `state.step` to `num_steps`.
 
-  Args:
-    train_step: jitted `(state, batch) -> (state, metrics)`, e.g. `jit_train_step(loss_fn)`.
-    batch_fn: `step -> host batch`, deterministic in the step (e.g. `Loader.batch`).
-    eval_fn: `state -> {"val_...": float}`, called every `eval_every` steps and at the end.
-    monitor, mode, patience: early stopping after `patience` evaluations without improvement of
-      `eval[monitor]` (mode "max" or "min"); 0 disables it. The best parameters are returned.
-    checkpoint_every: save every this many steps (and at the end); 0 saves only at the end.
-    resume: continue from the newest checkpoint in `workdir/checkpoints` if there is one;
-      otherwise any old checkpoints there are removed.
-    callbacks: `(state, eval_metrics) -> state`, run after each evaluation (e.g. halving the
-      learning rate when the validation error rises).
-    shard: places a host batch on devices (e.g. `partial(shard_batch, mesh=mesh)`).
-  Returns:
-    (final state, history rows, summary) where summary holds `best_params`, `best`, `best_step`,
-    `stopped_early` and `wall_time_s`.
-  """
-  if mode not in ("max", "min"):
-    raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not resume and os.path.isdir(ckpt_dir):
-    shutil.rmtree(ckpt_dir)
-  ckpt = Checkpointer(ckpt_dir) if (checkpoint_every or resume) else None
-  sign = 1.0 if mode == "max" else -1.0
-  meta: dict[str, Any] = {"best": None, "best_step": None, "bad_evals": 0, "callback_state": {}}
-  best_params = None
-  resume_step = None
-  if ckpt is not None and resume and ckpt.latest_step() is not None:
-    (state, best_params), meta = ckpt.restore((state, state.params))
-    resume_step = int(state.step)
-  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=resume_step)
-  for cb in callbacks:  # callbacks that remember values (HalveOnRise) resume too
-    if hasattr(cb, "load_state_dict") and repr(cb) in meta["callback_state"]:
-      cb.load_state_dict(meta["callback_state"][repr(cb)])
+    Args:
+      train_step: jitted `(state, batch) -> (state, metrics)`, e.g. `jit_train_step(loss_fn)`.
+      batch_fn: `step -> host batch`, deterministic in the step (e.g. `Loader.batch`).
+      eval_fn: `state -> {"val_...": float}`, called every `eval_every` steps and at the end.
+      monitor, mode, patience: early stopping after `patience` evaluations without improvement of
+        `eval[monitor]` (mode "max" or "min"); 0 disables it. The best parameters are returned.
+      checkpoint_every: save every this many steps (and at the end); 0 saves only at the end.
+      resume: continue from the newest checkpoint in `workdir/checkpoints` if there is one;
+        otherwise any old checkpoints there are removed.
+      callbacks: `(state, eval_metrics) -> state`, run after each evaluation (e.g. halving the
+        learning rate when the validation error rises).
+      shard: places a host batch on devices (e.g. `partial(shard_batch, mesh=mesh)`).
+    Returns:
+      (final state, history rows, summary) where summary holds `best_params`, `best`, `best_step`,
+      `stopped_early` and `wall_time_s`.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not resume and os.path.isdir(ckpt_dir):
+        shutil.rmtree(ckpt_dir)
+    ckpt = Checkpointer(ckpt_dir) if (checkpoint_every or resume) else None
+    sign = 1.0 if mode == "max" else -1.0
+    meta: dict[str, Any] = {"best": None, "best_step": None, "bad_evals": 0, "callback_state": {}}
+    best_params = None
+    resume_step = None
+    if ckpt is not None and resume and ckpt.latest_step() is not None:
+        (state, best_params), meta = ckpt.restore((state, state.params))
+        resume_step = int(state.step)
+    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=resume_step)
+    for cb in callbacks:  # callbacks that remember values (HalveOnRise) resume too
+        if hasattr(cb, "load_state_dict") and repr(cb) in meta["callback_state"]:
+            cb.load_state_dict(meta["callback_state"][repr(cb)])
 
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last: dict[str, float] = {}
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
+    last: dict[str, float] = {}
 
-  def flush() -> None:
-    """Brings pending step metrics to the host once (keeps dispatch asynchronous in between)."""
-    nonlocal pending, last
-    if not pending:
-      return
-    host = jax.device_get([m for _, m in pending])
-    rows = []
-    for (step, _), m in zip(pending, host):
-      m = {k: float(np.asarray(v)) for k, v in m.items()}
-      check_finite(step, m)
-      rows.append({"step": step, **m})
-    pending = []
-    last = rows[-1]
-    writer.write(rows)
+    def flush() -> None:
+        """Brings pending step metrics to the host once (keeps dispatch asynchronous in between)."""
+        nonlocal pending, last
+        if not pending:
+            return
+        host = jax.device_get([m for _, m in pending])
+        rows = []
+        for (step, _), m in zip(pending, host):
+            m = {k: float(np.asarray(v)) for k, v in m.items()}
+            check_finite(step, m)
+            rows.append({"step": step, **m})
+        pending = []
+        last = rows[-1]
+        writer.write(rows)
 
-  def save() -> None:
-    meta["callback_state"] = {repr(cb): cb.state_dict() for cb in callbacks
-                              if hasattr(cb, "state_dict")}
-    ckpt.save(int(state.step), (state, best_params if best_params is not None else state.params),
-              meta)
+    def save() -> None:
+        meta["callback_state"] = {
+            repr(cb): cb.state_dict() for cb in callbacks if hasattr(cb, "state_dict")
+        }
+        ckpt.save(
+            int(state.step), (state, best_params if best_params is not None else state.params), meta
+        )
 
-  start = time.perf_counter()
-  stopped_early = False
-  bar = tqdm(total=num_steps, initial=int(state.step), desc=desc, disable=not progress,
-             dynamic_ncols=True, leave=False)
-  step = int(state.step)
-  while step < num_steps:
-    batch = batch_fn(step)
-    if shard is not None:
-      batch = shard(batch)
-    state, metrics = train_step(state, batch)
-    step += 1  # `step` counts completed steps, mirroring state.step without a device sync
-    pending.append((step, metrics))
-    bar.update(1)
-    is_eval = eval_fn is not None and eval_every and step % eval_every == 0
-    if len(pending) >= log_every or is_eval or step == num_steps:
-      flush()
-      bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
-    if is_eval or (eval_fn is not None and step == num_steps):
-      ev = eval_fn(state)
-      writer.write([{"step": step, **ev}])
-      bar.set_postfix(loss=f"{last['loss']:.4g}", **{monitor: f"{ev.get(monitor, float('nan')):.4g}"})
-      for cb in callbacks:
-        state = cb(state, ev)
-      if monitor in ev:
-        if meta["best"] is None or sign * ev[monitor] > sign * meta["best"]:
-          meta.update(best=ev[monitor], best_step=step, bad_evals=0)
-          best_params = jax.tree.map(lambda x: x.copy(), state.params)
-        else:
-          meta["bad_evals"] += 1
-          if patience and meta["bad_evals"] >= patience:
-            stopped_early = True
-    if ckpt is not None and ((checkpoint_every and step % checkpoint_every == 0)
-                             or step == num_steps or stopped_early):
-      save()
-    if stopped_early:
-      break
-  flush()
-  bar.close()
-  if ckpt is not None:
-    ckpt.close()
-  summary = {"best_params": best_params if best_params is not None else state.params,
-             "best": meta["best"], "best_step": meta["best_step"], "stopped_early": stopped_early,
-             "wall_time_s": time.perf_counter() - start}
-  return state, writer.rows, summary
+    start = time.perf_counter()
+    stopped_early = False
+    bar = tqdm(
+        total=num_steps,
+        initial=int(state.step),
+        desc=desc,
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    step = int(state.step)
+    while step < num_steps:
+        batch = batch_fn(step)
+        if shard is not None:
+            batch = shard(batch)
+        state, metrics = train_step(state, batch)
+        step += 1  # `step` counts completed steps, mirroring state.step without a device sync
+        pending.append((step, metrics))
+        bar.update(1)
+        is_eval = eval_fn is not None and eval_every and step % eval_every == 0
+        if len(pending) >= log_every or is_eval or step == num_steps:
+            flush()
+            bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
+        if is_eval or (eval_fn is not None and step == num_steps):
+            ev = eval_fn(state)
+            writer.write([{"step": step, **ev}])
+            bar.set_postfix(
+                loss=f"{last['loss']:.4g}", **{monitor: f"{ev.get(monitor, float('nan')):.4g}"}
+            )
+            for cb in callbacks:
+                state = cb(state, ev)
+            if monitor in ev:
+                if meta["best"] is None or sign * ev[monitor] > sign * meta["best"]:
+                    meta.update(best=ev[monitor], best_step=step, bad_evals=0)
+                    best_params = jax.tree.map(lambda x: x.copy(), state.params)
+                else:
+                    meta["bad_evals"] += 1
+                    if patience and meta["bad_evals"] >= patience:
+                        stopped_early = True
+        if ckpt is not None and (
+            (checkpoint_every and step % checkpoint_every == 0)
+            or step == num_steps
+            or stopped_early
+        ):
+            save()
+        if stopped_early:
+            break
+    flush()
+    bar.close()
+    if ckpt is not None:
+        ckpt.close()
+    summary = {
+        "best_params": best_params if best_params is not None else state.params,
+        "best": meta["best"],
+        "best_step": meta["best_step"],
+        "stopped_early": stopped_early,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    return state, writer.rows, summary

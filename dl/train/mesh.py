@@ -15,20 +15,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), ("data",))
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("data",))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+    return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch with its leading axis split over the mesh's `data` axis."""
-  n = mesh.shape["data"]
-  for k, v in batch.items():
-    if v.shape[0] % n:
-      raise ValueError(f"batch field {k!r} has {v.shape[0]} rows, not divisible by the {n} "
-                       f"devices of the mesh; choose a batch size that is a multiple of {n}")
-  sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+    """Places a host batch with its leading axis split over the mesh's `data` axis."""
+    n = mesh.shape["data"]
+    for k, v in batch.items():
+        if v.shape[0] % n:
+            raise ValueError(
+                f"batch field {k!r} has {v.shape[0]} rows, not divisible by the {n} "
+                f"devices of the mesh; choose a batch size that is a multiple of {n}"
+            )
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.device_put(v, sharding) for k, v in batch.items()}

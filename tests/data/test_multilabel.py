@@ -13,9 +13,14 @@ PROPERTY = settings(max_examples=25, deadline=None)
 
 
 @PROPERTY
-@given(k=st.integers(1, 30), v=st.integers(1, 30), n=st.integers(1, 200),
-       length=st.floats(0.0, 300.0), proportions=st.sampled_from(sorted(PROPORTIONS)),
-       seed=st.integers(0, 2**31))
+@given(
+    k=st.integers(1, 30),
+    v=st.integers(1, 30),
+    n=st.integers(1, 200),
+    length=st.floats(0.0, 300.0),
+    proportions=st.sampled_from(sorted(PROPORTIONS)),
+    seed=st.integers(0, 2**31),
+)
 def test_structure(k, v, n, length, proportions, seed):
     dists = label_word_distributions(k, v, seed=seed)
     assert dists.shape == (k, v) and np.all(dists >= 0)
@@ -29,8 +34,7 @@ def test_structure(k, v, n, length, proportions, seed):
     assert np.all(d.y >= 0) and np.all(d.counts >= 0)
     if proportions == "uniform":
         active = d.y > 0
-        np.testing.assert_allclose(d.y[active], np.repeat(1.0 / num_labels, num_labels),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(d.y[active], np.repeat(1.0 / num_labels, num_labels), rtol=1e-6)
     lengths = d.counts.sum(1)
     expected_x = d.counts / np.maximum(lengths, 1)[:, None]
     np.testing.assert_allclose(d.x, expected_x, rtol=1e-6)
@@ -60,8 +64,14 @@ def test_lengths_are_poisson_with_mean_l():
 
 def test_random_proportions_are_flat_dirichlet_on_the_active_labels():
     # With two active labels, a flat Dirichlet's first coordinate is Uniform(0, 1): KS test.
-    d = documents(20000, label_word_distributions(2, 3, seed=0), mean_length=1.0,
-                  proportions="random", label_rate=5.0, seed=3)
+    d = documents(
+        20000,
+        label_word_distributions(2, 3, seed=0),
+        mean_length=1.0,
+        proportions="random",
+        label_rate=5.0,
+        seed=3,
+    )
     two = d.y[(d.y > 0).sum(1) == 2]
     assert len(two) > 5000
     assert stats.kstest(two[:, 0], "uniform").pvalue > 1e-3
@@ -99,13 +109,12 @@ def test_counts_equal_the_word_by_word_sampler_in_distribution():
     d = documents(2000, dists, mean_length=100.0, label_rate=3.0, seed=8)
     both = (d.y > 0).sum(1) == 2
     ours = d.counts[both].sum(0)
-    literal = literal_counts(np.array([0.5, 0.5]), dists, int(ours.sum()),
-                             np.random.default_rng(9))
+    literal = literal_counts(np.array([0.5, 0.5]), dists, int(ours.sum()), np.random.default_rng(9))
     table = np.stack([ours, literal])
     assert stats.chi2_contingency(table[:, table.sum(0) > 0]).pvalue > 1e-3
     # One label only: the counts follow that label's own row (goodness of fit).
     for label in (0, 1):
-        only = (d.y[:, label] == 1.0)
+        only = d.y[:, label] == 1.0
         counts = d.counts[only].sum(0)
         assert stats.chisquare(counts, counts.sum() * dists[label]).pvalue > 1e-3
 
@@ -125,8 +134,9 @@ def test_determinism_and_length_sweeps_keep_the_labels():
     assert not np.array_equal(a["train"].y[:20], a["test"].y)
     d = multilabel_splits(num_labels=7, mean_length=50.0, n_train=30, n_val=5, n_test=20, seed=4)
     assert not np.array_equal(a["train"].counts, d["train"].counts)
-    assert multilabel_splits(num_labels=4, vocab_size=9, n_train=3, n_val=2, n_test=2,
-                             mean_length=5.0)["test"].x.shape == (2, 9)
+    assert multilabel_splits(
+        num_labels=4, vocab_size=9, n_train=3, n_val=2, n_test=2, mean_length=5.0
+    )["test"].x.shape == (2, 9)
 
 
 def test_errors():

@@ -14,8 +14,9 @@ PROPERTY = settings(max_examples=40, deadline=None)
 
 def _ids(n, feature_shape=()):
     """x[i] is filled with i (so a batch names its examples); y[i] = 10 * i."""
-    x = np.broadcast_to(np.arange(n, dtype=np.float32).reshape(n, *([1] * len(feature_shape))),
-                        (n, *feature_shape)).copy()
+    x = np.broadcast_to(
+        np.arange(n, dtype=np.float32).reshape(n, *([1] * len(feature_shape))), (n, *feature_shape)
+    ).copy()
     return ArrayData(x, (10 * np.arange(n)).astype(np.int32))
 
 
@@ -26,8 +27,13 @@ def _real_ids(batch):
 
 
 @PROPERTY
-@given(n=st.integers(1, 150), batch_size=st.integers(1, 40), seed=st.integers(0, 2**31),
-       epoch=st.integers(0, 5), shuffle=st.booleans())
+@given(
+    n=st.integers(1, 150),
+    batch_size=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+    epoch=st.integers(0, 5),
+    shuffle=st.booleans(),
+)
 def test_each_example_once_per_epoch_in_the_documented_order(n, batch_size, seed, epoch, shuffle):
     loader = Loader(_ids(n), batch_size, seed=seed, shuffle=shuffle)
     assert loader.steps_per_epoch == -(-n // batch_size)
@@ -35,8 +41,7 @@ def test_each_example_once_per_epoch_in_the_documented_order(n, batch_size, seed
     assert len(batches) == loader.steps_per_epoch
     seen = np.concatenate([_real_ids(b) for b in batches])
     # The scheme promised in the module docstring, rebuilt here from numpy directly.
-    expected = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
-                else np.arange(n))
+    expected = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     np.testing.assert_array_equal(seen, expected)
     for b in batches:
         assert b["x"].shape == (batch_size,) and b["y"].shape == (batch_size,)
@@ -63,10 +68,13 @@ def test_padding_masks_only_the_tail_of_the_last_batch(n, batch_size, seed):
 
 
 @PROPERTY
-@given(n=st.integers(1, 60), batch_size=st.integers(1, 16), seed=st.integers(0, 1000),
-       resume_at=st.integers(0, 40))
-def test_batch_at_step_equals_iterating_epochs_and_a_resumed_loader(n, batch_size, seed,
-                                                                    resume_at):
+@given(
+    n=st.integers(1, 60),
+    batch_size=st.integers(1, 16),
+    seed=st.integers(0, 1000),
+    resume_at=st.integers(0, 40),
+)
+def test_batch_at_step_equals_iterating_epochs_and_a_resumed_loader(n, batch_size, seed, resume_at):
     loader = Loader(_ids(n, (2, 3)), batch_size, seed=seed)
     iterated = list(itertools.chain.from_iterable(loader.epoch(e) for e in range(4)))
     # A fresh Loader stands in for a restarted process that only knows (seed, step).
@@ -86,9 +94,13 @@ def test_random_access_out_of_order_matches_sequential():
 
 def test_epochs_and_seeds_change_the_order():
     n = 100
-    orders = {(seed, epoch): np.concatenate([_real_ids(b) for b in
-                                             Loader(_ids(n), 16, seed=seed).epoch(epoch)])
-              for seed in (0, 1) for epoch in (0, 1, 2)}
+    orders = {
+        (seed, epoch): np.concatenate(
+            [_real_ids(b) for b in Loader(_ids(n), 16, seed=seed).epoch(epoch)]
+        )
+        for seed in (0, 1)
+        for epoch in (0, 1, 2)
+    }
     keys = list(orders)
     for a, b in itertools.combinations(keys, 2):
         assert not np.array_equal(orders[a], orders[b]), (a, b)
@@ -124,14 +136,23 @@ def test_batch_larger_than_the_split_is_one_padded_batch():
     assert batch["mask"].sum() == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(data=ArrayData(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)), batch_size=2),
-     "empty"),
-    (dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(2, np.int32)), batch_size=2),
-     "y has 2"),
-    (dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(3, np.int32)), batch_size=0),
-     "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(data=ArrayData(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)), batch_size=2),
+            "empty",
+        ),
+        (
+            dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(2, np.int32)), batch_size=2),
+            "y has 2",
+        ),
+        (
+            dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(3, np.int32)), batch_size=0),
+            "batch_size",
+        ),
+    ],
+)
 def test_invalid_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Loader(kwargs["data"], kwargs["batch_size"], seed=0)

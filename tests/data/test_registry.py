@@ -31,8 +31,9 @@ def test_every_builder_takes_data_dir_and_keyword_only_options(name):
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
 
 
-@pytest.mark.parametrize("name, kwargs", [("digits", {}), ("xor", dict(n_train=10)),
-                                          ("two_spirals", {})])
+@pytest.mark.parametrize(
+    "name, kwargs", [("digits", {}), ("xor", dict(n_train=10)), ("two_spirals", {})]
+)
 def test_offline_datasets_load_as_three_array_splits(name, kwargs, tmp_path):
     # data_dir is accepted and ignored by datasets that need no files.
     splits = load(name, data_dir=str(tmp_path), **kwargs)

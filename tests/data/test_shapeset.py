@@ -57,9 +57,11 @@ def test_kinds_match_labels(sample):
 
 def test_pixels_are_background_or_the_top_shape(sample):
     s = sample
-    top = np.where(s["masks"][:, 1], s["gray"][:, 1, None, None],
-                   np.where(s["masks"][:, 0], s["gray"][:, 0, None, None],
-                            s["background"][:, None, None]))
+    top = np.where(
+        s["masks"][:, 1],
+        s["gray"][:, 1, None, None],
+        np.where(s["masks"][:, 0], s["gray"][:, 0, None, None], s["background"][:, None, None]),
+    )
     np.testing.assert_array_equal(s["images"], top.astype(np.float32))
     present = s["kinds"] >= 0
     assert np.all(np.abs(s["gray"] - s["background"][:, None])[present] >= 0.3 - 1e-12)
@@ -115,8 +117,7 @@ def test_deterministic_by_seed():
 
 
 @PROPERTY
-@given(seed=st.integers(0, 2**31), n_vertices=st.sampled_from([3, 4, 6]),
-       clockwise=st.booleans())
+@given(seed=st.integers(0, 2**31), n_vertices=st.sampled_from([3, 4, 6]), clockwise=st.booleans())
 def test_convex_polygon_mask_matches_matplotlib(seed, n_vertices, clockwise):
     rng = np.random.default_rng(seed)
     angles = np.sort(rng.uniform(0, 2 * np.pi, n_vertices))
@@ -153,7 +154,7 @@ def test_ellipse_mask_matches_matplotlib(seed):
     want = Path(np.concatenate([poly, poly[:1]]), closed=True).contains_points(p)
     d = p - centre
     q = ((c * d[:, 0] + s * d[:, 1]) / a) ** 2 + ((-s * d[:, 0] + c * d[:, 1]) / b) ** 2
-    clear = np.abs(np.sqrt(q) - 1.0) > 1e-3   # away from the boundary
+    clear = np.abs(np.sqrt(q) - 1.0) > 1e-3  # away from the boundary
     np.testing.assert_array_equal(mask.ravel()[clear], want[clear])
 
 

@@ -37,14 +37,19 @@ def digits_splits():
 
 def test_digits_is_a_stratified_partition_of_sklearn_digits(digits_splits):
     raw = load_digits()
-    assert {k: len(v.y) for k, v in digits_splits.items()} == {"train": TRAIN, "val": VAL,
-                                                               "test": TEST}
+    assert {k: len(v.y) for k, v in digits_splits.items()} == {
+        "train": TRAIN,
+        "val": VAL,
+        "test": TEST,
+    }
     for split in digits_splits.values():
         assert split.x.shape[1:] == (64,) and split.x.dtype == np.float32
         assert split.y.dtype == np.int32
     # Every raw example lands in exactly one split, with x = pixels / 16 exactly.
-    union = sources.ArrayData(np.concatenate([s.x for s in digits_splits.values()]),
-                              np.concatenate([s.y for s in digits_splits.values()]))
+    union = sources.ArrayData(
+        np.concatenate([s.x for s in digits_splits.values()]),
+        np.concatenate([s.y for s in digits_splits.values()]),
+    )
     raw_data = sources.ArrayData((raw.data / 16.0).astype(np.float32), raw.target.astype(np.int32))
     np.testing.assert_array_equal(_rows(union), _rows(raw_data))
     # Stratified: each split's class counts are its share of each class, to within rounding.
@@ -72,8 +77,9 @@ def test_digits_train_fraction_is_a_stratified_subset(digits_splits):
     train_rows = {r.tobytes() for r in _rows(digits_splits["train"])}
     assert all(r.tobytes() in train_rows for r in _rows(small["train"]))
     fractions = _class_counts(digits_splits["train"].y) / TRAIN
-    assert np.all(np.abs(_class_counts(small["train"].y) - fractions * len(small["train"].y))
-                  <= 1.0)
+    assert np.all(
+        np.abs(_class_counts(small["train"].y) - fractions * len(small["train"].y)) <= 1.0
+    )
     np.testing.assert_array_equal(load("digits", train_fraction=0.1)["train"].x, small["train"].x)
 
 
@@ -95,13 +101,18 @@ def _write_prepared(root, name, splits, file_format="array_record"):
     infos = []
     for split, (images, labels) in splits.items():
         template = tfds.core.ShardedFileTemplate(
-            data_dir=builder.data_dir, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-            dataset_name=name, split=split, filetype_suffix=file_format)
+            data_dir=builder.data_dir,
+            template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+            dataset_name=name,
+            split=split,
+            filetype_suffix=file_format,
+        )
         if file_format == "array_record":
             from array_record.python.array_record_module import ArrayRecordWriter
 
             writer = ArrayRecordWriter(
-                os.fspath(template.sharded_filepath(shard_index=0, num_shards=1)), "group_size:1")
+                os.fspath(template.sharded_filepath(shard_index=0, num_shards=1)), "group_size:1"
+            )
             for image, label in zip(images, labels):
                 png = io.BytesIO()
                 Image.fromarray(image[:, :, 0]).save(png, format="PNG")
@@ -110,8 +121,11 @@ def _write_prepared(root, name, splits, file_format="array_record"):
                 example.features.feature["label"].int64_list.value.append(int(label))
                 writer.write(example.SerializeToString())
             writer.close()
-        infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(labels)], num_bytes=0,
-                                         filename_template=template))
+        infos.append(
+            tfds.core.SplitInfo(
+                name=split, shard_lengths=[len(labels)], num_bytes=0, filename_template=template
+            )
+        )
     builder.info.set_splits(tfds.core.SplitDict(infos))
     builder.info.write_to_directory(builder.data_dir)
 
@@ -137,9 +151,11 @@ def test_tfds_split_pixels_and_labels_match_what_was_written(prepared, name):
     root, raw = prepared
     splits = load(name, data_dir=str(root), num_val=4, cache=False)
     (train_images, train_labels), (test_images, test_labels) = raw[name]["train"], raw[name]["test"]
-    expected = {"train": (train_images[:26], train_labels[:26]),
-                "val": (train_images[26:], train_labels[26:]),
-                "test": (test_images, test_labels)}
+    expected = {
+        "train": (train_images[:26], train_labels[:26]),
+        "val": (train_images[26:], train_labels[26:]),
+        "test": (test_images, test_labels),
+    }
     for key, (images, labels) in expected.items():
         got = splits[key]
         assert got.x.dtype == np.float32 and got.y.dtype == np.int32
@@ -199,8 +215,9 @@ def test_missing_dataset_is_one_line_naming_the_path(tmp_path):
 
 
 def test_tfrecord_prepared_dataset_is_a_data_error(tmp_path):
-    _write_prepared(tmp_path, "fashion_mnist", {"train": _fake_images(3, 0)},
-                    file_format="tfrecord")
+    _write_prepared(
+        tmp_path, "fashion_mnist", {"train": _fake_images(3, 0)}, file_format="tfrecord"
+    )
     with pytest.raises(DataError, match="fashion_mnist not found under"):
         load("fashion_mnist", data_dir=str(tmp_path))
 
@@ -225,7 +242,6 @@ def test_num_val_must_be_positive(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # tfds.testing.mock_data: the documented way to test tfds code offline.
-
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])

@@ -14,8 +14,13 @@ F32_RTOL = 1e-6  # the guarantees hold in float64 before the cast to float32
 
 
 @PROPERTY
-@given(n=st.integers(1, 300), dim=st.integers(1, 30), radius=st.floats(0.1, 10.0),
-       margin_frac=st.floats(1e-3, 1.0), seed=st.integers(0, 2**31))
+@given(
+    n=st.integers(1, 300),
+    dim=st.integers(1, 30),
+    radius=st.floats(0.1, 10.0),
+    margin_frac=st.floats(1e-3, 1.0),
+    seed=st.integers(0, 2**31),
+)
 def test_separable_has_the_stated_margin_radius_and_separator(n, dim, radius, margin_frac, seed):
     margin = margin_frac * radius
     data, w = separable(n, dim=dim, margin=margin, radius=radius, seed=seed)
@@ -58,8 +63,7 @@ def test_separable_one_dimension_is_two_rays():
     assert np.all((proj >= 0.3 - 1e-7) & (proj <= 1.0))
 
 
-@pytest.mark.parametrize("kwargs", [dict(margin=0.0), dict(margin=2.0, radius=1.0),
-                                    dict(dim=0)])
+@pytest.mark.parametrize("kwargs", [dict(margin=0.0), dict(margin=2.0, radius=1.0), dict(dim=0)])
 def test_separable_rejects_impossible_geometry(kwargs):
     with pytest.raises(ValueError):
         separable(5, **kwargs)
@@ -116,11 +120,14 @@ def test_two_spirals_geometry_for_other_sizes():
     np.testing.assert_allclose(angle[-1] - angle[0], 2 * np.pi * 2.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda seed: separable(64, dim=5, seed=seed)[0],
-    lambda seed: xor(64, seed=seed),
-    lambda seed: two_spirals(64, noise=0.3, seed=seed),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: separable(64, dim=5, seed=seed)[0],
+        lambda seed: xor(64, seed=seed),
+        lambda seed: two_spirals(64, noise=0.3, seed=seed),
+    ],
+)
 def test_generators_are_deterministic_in_the_seed(make):
     a, b, c = make(7), make(7), make(8)
     np.testing.assert_array_equal(a.x, b.x)

@@ -24,8 +24,11 @@ def _simplex_rows(draw_weights):
     return w / w.sum(axis=1, keepdims=True)
 
 
-WEIGHTS = hnp.arrays(np.float64, (5, 7), elements=st.one_of(
-    st.just(0.0), st.floats(0.0, 1.0), st.sampled_from([1e-30, 1e-8, 1e4])))
+WEIGHTS = hnp.arrays(
+    np.float64,
+    (5, 7),
+    elements=st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.sampled_from([1e-30, 1e-8, 1e4])),
+)
 
 
 @PROPERTY
@@ -36,8 +39,9 @@ def test_matches_scipy_squared_distance(wp, wq):
     ours = np.asarray(jensen_shannon(p=jnp.asarray(p, jnp.float32), q=jnp.asarray(q, jnp.float32)))
     ref = scipy_js_distance(p, q, axis=1) ** 2
     np.testing.assert_allclose(ours, ref, atol=2e-6)
-    ours2 = np.asarray(jensen_shannon(p=jnp.asarray(p, jnp.float32), q=jnp.asarray(q, jnp.float32),
-                                      base=2.0))
+    ours2 = np.asarray(
+        jensen_shannon(p=jnp.asarray(p, jnp.float32), q=jnp.asarray(q, jnp.float32), base=2.0)
+    )
     np.testing.assert_allclose(ours2, scipy_js_distance(p, q, base=2.0, axis=1) ** 2, atol=3e-6)
     assert np.all(ours >= -1e-7) and np.all(ours <= math.log(2) + 1e-6)
 
@@ -72,8 +76,9 @@ def test_closed_forms_and_axis():
     rng = np.random.default_rng(1)
     p = jnp.asarray(rng.dirichlet(np.ones(5), size=3), jnp.float32)
     q = jnp.asarray(rng.dirichlet(np.ones(5), size=3), jnp.float32)
-    np.testing.assert_allclose(jensen_shannon(p=p.T, q=q.T, axis=0), jensen_shannon(p=p, q=q),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        jensen_shannon(p=p.T, q=q.T, axis=0), jensen_shannon(p=p, q=q), rtol=1e-6
+    )
     np.testing.assert_array_equal(jensen_shannon(p=p, q=q), jensen_shannon(p=q, q=p))
     with pytest.raises(ValueError, match="same shape"):
         jensen_shannon(p=p, q=q[:, :4])
@@ -114,9 +119,15 @@ def test_gradient_finite_at_zeros_and_matches_finite_differences():
 def test_squared_error_against_numpy():
     rng = np.random.default_rng(2)
     p, q = rng.normal(size=(2, 3, 6)).astype(np.float32)
-    np.testing.assert_allclose(squared_error(p=jnp.asarray(p), q=jnp.asarray(q)),
-                               np.sum((p.astype(np.float64) - q) ** 2, axis=-1), rtol=1e-6)
-    np.testing.assert_allclose(squared_error(p=jnp.asarray(p), q=jnp.asarray(q), axis=0),
-                               np.sum((p.astype(np.float64) - q) ** 2, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        squared_error(p=jnp.asarray(p), q=jnp.asarray(q)),
+        np.sum((p.astype(np.float64) - q) ** 2, axis=-1),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        squared_error(p=jnp.asarray(p), q=jnp.asarray(q), axis=0),
+        np.sum((p.astype(np.float64) - q) ** 2, axis=0),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="same shape"):
         squared_error(p=jnp.asarray(p), q=jnp.asarray(q[:, :2]))

@@ -13,79 +13,92 @@ from experiments._runner import run_experiment
 
 
 def test_grid_is_a_logspace_grid():
-  config = hs.get_config("smoke")
-  lo = np.array([config.log10_learning_rate[0], config.log10_l2[0]])
-  hi = np.array([config.log10_learning_rate[1], config.log10_l2[1]])
-  points = hs.grid_points(config, lo, hi)
-  # What a practitioner writes: np.logspace per axis, every pair, learning rate major.
-  lrs = np.logspace(*config.log10_learning_rate, 4)
-  l2s = np.logspace(*config.log10_l2, 4)
-  expected = [(math.log10(a), math.log10(b)) for a in lrs for b in l2s]
-  np.testing.assert_allclose(points, expected, atol=1e-12)
-  assert len(np.unique(points[:, 0])) == 4
+    config = hs.get_config("smoke")
+    lo = np.array([config.log10_learning_rate[0], config.log10_l2[0]])
+    hi = np.array([config.log10_learning_rate[1], config.log10_l2[1]])
+    points = hs.grid_points(config, lo, hi)
+    # What a practitioner writes: np.logspace per axis, every pair, learning rate major.
+    lrs = np.logspace(*config.log10_learning_rate, 4)
+    l2s = np.logspace(*config.log10_l2, 4)
+    expected = [(math.log10(a), math.log10(b)) for a in lrs for b in l2s]
+    np.testing.assert_allclose(points, expected, atol=1e-12)
+    assert len(np.unique(points[:, 0])) == 4
 
 
 def test_random_points_fill_the_box_with_distinct_values():
-  config = hs.get_config("quick")
-  for shifted in (False, True):
-    lo, hi = hs.search_box(config, 3, shifted=shifted)
-    pts = hs.random_points(config, 3, lo, hi)
-    assert pts.shape == (config.trials, 2)
-    assert (pts >= lo).all() and (pts <= hi).all()
-    assert len(np.unique(pts[:, 0])) == config.trials
-  # Both boxes use the same uniform draws: the shifted points are the fixed ones moved.
-  fixed = hs.random_points(config, 3, *hs.search_box(config, 3, shifted=False))
-  lo, hi = hs.search_box(config, 3, shifted=True)
-  np.testing.assert_allclose(hs.random_points(config, 3, lo, hi) - fixed,
-                             np.broadcast_to(lo - hs.search_box(config, 3, False)[0], fixed.shape))
+    config = hs.get_config("quick")
+    for shifted in (False, True):
+        lo, hi = hs.search_box(config, 3, shifted=shifted)
+        pts = hs.random_points(config, 3, lo, hi)
+        assert pts.shape == (config.trials, 2)
+        assert (pts >= lo).all() and (pts <= hi).all()
+        assert len(np.unique(pts[:, 0])) == config.trials
+    # Both boxes use the same uniform draws: the shifted points are the fixed ones moved.
+    fixed = hs.random_points(config, 3, *hs.search_box(config, 3, shifted=False))
+    lo, hi = hs.search_box(config, 3, shifted=True)
+    np.testing.assert_allclose(
+        hs.random_points(config, 3, lo, hi) - fixed,
+        np.broadcast_to(lo - hs.search_box(config, 3, False)[0], fixed.shape),
+    )
 
 
 def test_box_shift_is_at_most_half_a_grid_spacing():
-  config = hs.get_config("quick")
-  lo0, hi0 = hs.search_box(config, 0, shifted=False)
-  spacing = (hi0 - lo0) / 3
-  shifts = np.array([hs.search_box(config, s, shifted=True)[0] - lo0 for s in range(200)])
-  assert (np.abs(shifts) <= spacing / 2).all()
-  # Spread over the whole half-spacing either way, not stuck at one alignment.
-  assert (shifts.min(0) < -0.4 * spacing).all() and (shifts.max(0) > 0.4 * spacing).all()
-  for s in range(5):  # the width of the box never changes
-    lo, hi = hs.search_box(config, s, shifted=True)
-    np.testing.assert_allclose(hi - lo, hi0 - lo0)
+    config = hs.get_config("quick")
+    lo0, hi0 = hs.search_box(config, 0, shifted=False)
+    spacing = (hi0 - lo0) / 3
+    shifts = np.array([hs.search_box(config, s, shifted=True)[0] - lo0 for s in range(200)])
+    assert (np.abs(shifts) <= spacing / 2).all()
+    # Spread over the whole half-spacing either way, not stuck at one alignment.
+    assert (shifts.min(0) < -0.4 * spacing).all() and (shifts.max(0) > 0.4 * spacing).all()
+    for s in range(5):  # the width of the box never changes
+        lo, hi = hs.search_box(config, s, shifted=True)
+        np.testing.assert_allclose(hi - lo, hi0 - lo0)
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0.1, 0.5, np.inf, np.nan])),
-                min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([0.1, 0.5, np.inf, np.nan])),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_pick_best_is_max_accuracy_then_min_finite_loss(trials):
-  acc = np.array([a / 4 for a, _ in trials])
-  ce = np.array([c for _, c in trials])
-  best = hs.pick_best(acc, ce)
-  # Brute force: among the most accurate, the smallest loss (non-finite counts as +inf),
-  # the first index on a full tie.
-  finite = [c if math.isfinite(c) else math.inf for c in ce]
-  top = [i for i in range(len(acc)) if acc[i] == acc.max()]
-  expected = min(top, key=lambda i: (finite[i], i))
-  assert best == expected
+    acc = np.array([a / 4 for a, _ in trials])
+    ce = np.array([c for _, c in trials])
+    best = hs.pick_best(acc, ce)
+    # Brute force: among the most accurate, the smallest loss (non-finite counts as +inf),
+    # the first index on a full tie.
+    finite = [c if math.isfinite(c) else math.inf for c in ce]
+    top = [i for i in range(len(acc)) if acc[i] == acc.max()]
+    expected = min(top, key=lambda i: (finite[i], i))
+    assert best == expected
 
 
 def test_smoke(tmp_path):
-  results = run_experiment("hyperparameter_search",
-                           {"hyperparameter_search": hs}, scale="smoke", workdir=str(tmp_path))
-  for name in ("config.json", "results.json", "trials.png", "best_per_search.png"):
-    assert os.path.getsize(tmp_path / name) > 0, name
-  with open(tmp_path / "results.json") as f:
-    assert json.load(f)["experiment"] == "hyperparameter_search"
-  m = results["metrics"]
-  config = hs.get_config("smoke")
-  for key in ("mean_best_val_grid", "mean_best_val_random", "mean_test_of_best_grid",
-              "fixed_box_mean_best_val_random"):
-    assert 0.1 < m[key] <= 1.0, key
-  assert 0.0 <= m["random_win_rate"] <= 1.0
-  assert m["distinct_learning_rates_grid"] == 4 and m["distinct_learning_rates_random"] == 16
-  assert len(m["per_search"]["grid/best_val"]) == config.num_searches
-  # Low effective dimension, even after one epoch: the learning rate moves validation accuracy
-  # far more than the L2 penalty does.
-  assert m["val_acc_range_across_lr"] > 3 * m["val_acc_range_across_l2"]
-  assert m["sweep_compile_s"] > 0
-  assert [b["name"].split(":")[0] for b in results["bars"]] == [
-      f"mean best val accuracy over {config.num_searches} searches"]
+    results = run_experiment(
+        "hyperparameter_search", {"hyperparameter_search": hs}, scale="smoke", workdir=str(tmp_path)
+    )
+    for name in ("config.json", "results.json", "trials.png", "best_per_search.png"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["experiment"] == "hyperparameter_search"
+    m = results["metrics"]
+    config = hs.get_config("smoke")
+    for key in (
+        "mean_best_val_grid",
+        "mean_best_val_random",
+        "mean_test_of_best_grid",
+        "fixed_box_mean_best_val_random",
+    ):
+        assert 0.1 < m[key] <= 1.0, key
+    assert 0.0 <= m["random_win_rate"] <= 1.0
+    assert m["distinct_learning_rates_grid"] == 4 and m["distinct_learning_rates_random"] == 16
+    assert len(m["per_search"]["grid/best_val"]) == config.num_searches
+    # Low effective dimension, even after one epoch: the learning rate moves validation accuracy
+    # far more than the L2 penalty does.
+    assert m["val_acc_range_across_lr"] > 3 * m["val_acc_range_across_l2"]
+    assert m["sweep_compile_s"] > 0
+    assert [b["name"].split(":")[0] for b in results["bars"]] == [
+        f"mean best val accuracy over {config.num_searches} searches"
+    ]

@@ -132,6 +132,7 @@ def test_registry_lists_the_elementwise_activations_and_rejects_unknown_names():
 
 # ----------------------------------------------------------------------------- softmax family
 
+
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 def test_softmax_and_log_softmax_match_scipy_and_torch_on_any_axis(axis):
     x = np.random.default_rng(1).normal(scale=5.0, size=(3, 4, 5)).astype(np.float32)

@@ -16,10 +16,17 @@ CONV = (3, 3, 32, 64)  # fan_in 288, fan_out 576: 18k samples
 
 # name -> (distribution, variance formula in (fan_in, fan_out), jax.nn.initializers equivalent)
 CASES = {
-    "glorot_uniform": ("uniform", lambda fi, fo: 2 / (fi + fo), jax.nn.initializers.glorot_uniform()),
+    "glorot_uniform": (
+        "uniform",
+        lambda fi, fo: 2 / (fi + fo),
+        jax.nn.initializers.glorot_uniform(),
+    ),
     "glorot_normal": ("normal", lambda fi, fo: 2 / (fi + fo), jax.nn.initializers.glorot_normal()),
-    "standard_uniform": ("uniform", lambda fi, fo: 1 / (3 * fi),
-                         jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")),
+    "standard_uniform": (
+        "uniform",
+        lambda fi, fo: 1 / (3 * fi),
+        jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+    ),
     "he_normal": ("normal", lambda fi, fo: 2 / fi, jax.nn.initializers.he_normal()),
     "he_uniform": ("uniform", lambda fi, fo: 2 / fi, jax.nn.initializers.he_uniform()),
     "lecun_normal": ("normal", lambda fi, fo: 1 / fi, jax.nn.initializers.lecun_normal()),
@@ -71,25 +78,28 @@ def test_same_variance_as_jax_initializers(name):
 def test_scaled_normal_and_glorot_gain():
     w = inits.scaled_normal(0.05)(jax.random.key(3), DENSE)
     got, se = _variance_and_se(w)
-    assert abs(got - 0.05 ** 2) < 5 * se
+    assert abs(got - 0.05**2) < 5 * se
     ref, se_ref = _variance_and_se(jax.nn.initializers.normal(0.05)(jax.random.key(4), DENSE))
     assert abs(got - ref) < 5 * math.hypot(se, se_ref)
     # gain multiplies the sample itself, not just its variance.
     base = inits.glorot_uniform()(jax.random.key(5), DENSE)
-    np.testing.assert_allclose(inits.glorot_uniform(gain=2.0)(jax.random.key(5), DENSE), 2 * base,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        inits.glorot_uniform(gain=2.0)(jax.random.key(5), DENSE), 2 * base, rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("shape", [(64, 32), (32, 64), (48, 48), (3, 3, 8, 16)],
-                         ids=["tall", "wide", "square", "conv"])
+@pytest.mark.parametrize(
+    "shape", [(64, 32), (32, 64), (48, 48), (3, 3, 8, 16)], ids=["tall", "wide", "square", "conv"]
+)
 @pytest.mark.parametrize("gain", [1.0, math.sqrt(2)])
 def test_orthogonal_gram_is_gain_squared_identity(shape, gain):
-    w = np.asarray(inits.get_initializer("orthogonal", gain=gain)(jax.random.key(6), shape),
-                   np.float64)
+    w = np.asarray(
+        inits.get_initializer("orthogonal", gain=gain)(jax.random.key(6), shape), np.float64
+    )
     assert w.shape == shape
     m = w.reshape(-1, shape[-1])
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
-    np.testing.assert_allclose(gram, gain ** 2 * np.eye(len(gram)), atol=1e-5)
+    np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-5)
 
 
 def test_orthogonal_is_haar_distributed():
@@ -100,13 +110,18 @@ def test_orthogonal_is_haar_distributed():
     qs = np.asarray(jax.vmap(lambda k: inits.orthogonal()(k, (n, n)))(keys), np.float64)
     entry_se = math.sqrt(1 / n / draws)
     assert np.abs(qs.mean(axis=0)).max() < 5 * entry_se
-    np.testing.assert_allclose(np.square(qs).mean(axis=0), 1 / n, atol=5 * np.square(qs).std() / math.sqrt(draws))
+    np.testing.assert_allclose(
+        np.square(qs).mean(axis=0), 1 / n, atol=5 * np.square(qs).std() / math.sqrt(draws)
+    )
 
 
 def test_forget_gate_bias_block():
     h = 5
-    b = np.asarray(inits.get_initializer("forget_gate_bias", hidden_size=h, value=2.0)(
-        jax.random.key(0), (4 * h,)))
+    b = np.asarray(
+        inits.get_initializer("forget_gate_bias", hidden_size=h, value=2.0)(
+            jax.random.key(0), (4 * h,)
+        )
+    )
     np.testing.assert_array_equal(b.reshape(4, h), [[0.0] * h, [2.0] * h, [0.0] * h, [0.0] * h])
     with pytest.raises(ValueError, match="LSTM bias shape"):
         inits.forget_gate_bias(h)(jax.random.key(0), (3 * h,))
@@ -136,7 +151,8 @@ def test_plugs_into_flax_modules():
         def __call__(self, x):
             x = nn.Conv(4, (3, 3), kernel_init=inits.he_normal())(x)
             x = nn.Dense(3, kernel_init=inits.orthogonal(), bias_init=inits.scaled_normal(0.1))(
-                x.reshape(x.shape[0], -1))
+                x.reshape(x.shape[0], -1)
+            )
             return x + self.param("lstm_bias", inits.forget_gate_bias(2), (8,))[:3]
 
     params = Net().init(jax.random.key(0), jnp.ones((1, 5, 5, 2)))["params"]

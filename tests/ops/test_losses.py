@@ -42,20 +42,26 @@ def _labels_strategy():
 
 # Jitted once per module: value per example and gradient of the mean, for the property tests.
 _ce = jax.jit(lambda z, t: losses.cross_entropy(logits=z, targets=t, reduce=False))
-_ce_grad = jax.jit(jax.grad(lambda z, t: jnp.sum(losses.cross_entropy(logits=z, targets=t,
-                                                                      reduce=False))))
-_bce = jax.jit(lambda z, y: losses.binary_cross_entropy_with_logits(logits=z, targets=y,
-                                                                    reduce=False))
-_bce_grad = jax.jit(jax.grad(lambda z, y: losses.binary_cross_entropy_with_logits(logits=z,
-                                                                                  targets=y)))
-_hinge = jax.jit(lambda z, y, m: losses.multiclass_hinge(logits=z, labels=y, margin=m,
-                                                         reduce=False))
-_hinge_grad = jax.jit(jax.grad(lambda z, y, m: losses.multiclass_hinge(logits=z, labels=y,
-                                                                       margin=m)))
+_ce_grad = jax.jit(
+    jax.grad(lambda z, t: jnp.sum(losses.cross_entropy(logits=z, targets=t, reduce=False)))
+)
+_bce = jax.jit(
+    lambda z, y: losses.binary_cross_entropy_with_logits(logits=z, targets=y, reduce=False)
+)
+_bce_grad = jax.jit(
+    jax.grad(lambda z, y: losses.binary_cross_entropy_with_logits(logits=z, targets=y))
+)
+_hinge = jax.jit(
+    lambda z, y, m: losses.multiclass_hinge(logits=z, labels=y, margin=m, reduce=False)
+)
+_hinge_grad = jax.jit(
+    jax.grad(lambda z, y, m: losses.multiclass_hinge(logits=z, labels=y, margin=m))
+)
 _perc = jax.jit(lambda z, y: losses.perceptron(logits=z, labels=y, reduce=False))
 _kl = jax.jit(lambda p, q: losses.kl_divergence(p_logits=p, q_logits=q, reduce=False))
-_kl_grad = jax.jit(jax.grad(lambda p, q: losses.kl_divergence(p_logits=p, q_logits=q),
-                            argnums=(0, 1)))
+_kl_grad = jax.jit(
+    jax.grad(lambda p, q: losses.kl_divergence(p_logits=p, q_logits=q), argnums=(0, 1))
+)
 
 
 def _np_log_softmax(z):
@@ -77,13 +83,19 @@ def test_mse_mae_match_numpy_mean_over_features():
     t = RNG.normal(size=(5, 3, 2)).astype(np.float32)
     per_mse = ((p.astype(np.float64) - t) ** 2).reshape(5, -1).mean(1)
     per_mae = np.abs(p.astype(np.float64) - t).reshape(5, -1).mean(1)
-    np.testing.assert_allclose(losses.mse(predictions=p, targets=t, reduce=False), per_mse, rtol=1e-5)
-    np.testing.assert_allclose(losses.mae(predictions=p, targets=t, reduce=False), per_mae, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.mse(predictions=p, targets=t, reduce=False), per_mse, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.mae(predictions=p, targets=t, reduce=False), per_mae, rtol=1e-5
+    )
     # Unmasked reduction is torch's reduction="mean" over all elements.
-    np.testing.assert_allclose(losses.mse(predictions=p, targets=t),
-                               F.mse_loss(_t(p), _t(t)).item(), rtol=1e-5)
-    np.testing.assert_allclose(losses.mae(predictions=p, targets=t),
-                               F.l1_loss(_t(p), _t(t)).item(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.mse(predictions=p, targets=t), F.mse_loss(_t(p), _t(t)).item(), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.mae(predictions=p, targets=t), F.l1_loss(_t(p), _t(t)).item(), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("delta", [0.3, 1.0, 2.5])
@@ -99,8 +111,11 @@ def test_huber_matches_torch_huber_and_smooth_l1(delta):
 
 def test_huber_gradient_is_clipped_residual():
     p = jnp.array([-5.0, -0.5, 0.0, 0.2, 4.0])
-    g = jax.grad(lambda x: jnp.sum(losses.huber(predictions=x, targets=jnp.zeros(5), delta=1.0,
-                                                reduce=False)))(p)
+    g = jax.grad(
+        lambda x: jnp.sum(
+            losses.huber(predictions=x, targets=jnp.zeros(5), delta=1.0, reduce=False)
+        )
+    )(p)
     np.testing.assert_allclose(g, np.clip(np.asarray(p), -1.0, 1.0), rtol=1e-6)
 
 
@@ -115,19 +130,27 @@ def test_cross_entropy_matches_torch_labels_soft_and_smoothing():
     soft = RNG.dirichlet(np.ones(5), size=6).astype(np.float32)
     np.testing.assert_allclose(
         losses.cross_entropy(logits=z, targets=y, reduce=False),
-        F.cross_entropy(_t(z), torch.from_numpy(y), reduction="none").numpy(), rtol=1e-5)
+        F.cross_entropy(_t(z), torch.from_numpy(y), reduction="none").numpy(),
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(
         losses.cross_entropy(logits=z, targets=soft, reduce=False),
-        F.cross_entropy(_t(z), _t(soft), reduction="none").numpy(), rtol=1e-5)
+        F.cross_entropy(_t(z), _t(soft), reduction="none").numpy(),
+        rtol=1e-5,
+    )
     for eps in (0.1, 0.3):
         np.testing.assert_allclose(
             losses.cross_entropy(logits=z, targets=y, label_smoothing=eps, reduce=False),
-            F.cross_entropy(_t(z), torch.from_numpy(y), label_smoothing=eps,
-                            reduction="none").numpy(), rtol=1e-5)
+            F.cross_entropy(
+                _t(z), torch.from_numpy(y), label_smoothing=eps, reduction="none"
+            ).numpy(),
+            rtol=1e-5,
+        )
         np.testing.assert_allclose(
             losses.cross_entropy(logits=z, targets=soft, label_smoothing=eps, reduce=False),
             F.cross_entropy(_t(z), _t(soft), label_smoothing=eps, reduction="none").numpy(),
-            rtol=1e-5)
+            rtol=1e-5,
+        )
 
 
 def test_cross_entropy_sequence_batch_dims_and_mask():
@@ -135,13 +158,17 @@ def test_cross_entropy_sequence_batch_dims_and_mask():
     y = RNG.integers(0, 4, size=(2, 3))
     m = np.array([[1, 1, 0], [1, 0, 0]])
     per = -np.take_along_axis(_np_log_softmax(z), y[..., None], -1)[..., 0]
-    np.testing.assert_allclose(losses.cross_entropy(logits=z, targets=y, mask=m),
-                               (per * m).sum() / m.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.cross_entropy(logits=z, targets=y, mask=m), (per * m).sum() / m.sum(), rtol=1e-5
+    )
 
 
 @PROPERTY
-@given(_logits_strategy(), _labels_strategy(),
-       hnp.arrays(np.float32, (B, K), elements=st.floats(0.0, 1.0, width=32)))
+@given(
+    _logits_strategy(),
+    _labels_strategy(),
+    hnp.arrays(np.float32, (B, K), elements=st.floats(0.0, 1.0, width=32)),
+)
 def test_cross_entropy_three_target_kinds_agree_and_match_float64(z, y, soft):
     onehot = np.eye(K, dtype=np.float32)[y]
     ref = -np.take_along_axis(_np_log_softmax(z), y[:, None], -1)[:, 0]
@@ -180,15 +207,21 @@ def test_bce_matches_torch():
     z = (RNG.normal(size=(8, 3)) * 4).astype(np.float32)
     y = RNG.uniform(size=(8, 3)).astype(np.float32)
     ref = F.binary_cross_entropy_with_logits(_t(z), _t(y), reduction="none").numpy()
-    np.testing.assert_allclose(losses.binary_cross_entropy_with_logits(logits=z, targets=y, reduce=False),
-                               ref.mean(1), rtol=1e-5)
-    np.testing.assert_allclose(losses.binary_cross_entropy_with_logits(logits=z, targets=y),
-                               ref.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.binary_cross_entropy_with_logits(logits=z, targets=y, reduce=False),
+        ref.mean(1),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        losses.binary_cross_entropy_with_logits(logits=z, targets=y), ref.mean(), rtol=1e-5
+    )
 
 
 @PROPERTY
-@given(hnp.arrays(np.float32, (16,), elements=EXTREME),
-       hnp.arrays(np.float32, (16,), elements=st.sampled_from([0.0, 1.0, 0.25])))
+@given(
+    hnp.arrays(np.float32, (16,), elements=EXTREME),
+    hnp.arrays(np.float32, (16,), elements=st.sampled_from([0.0, 1.0, 0.25])),
+)
 def test_bce_stable_at_extremes(z, y):
     ours = np.asarray(_bce(z, y))
     z64, y64 = z.astype(np.float64), y.astype(np.float64)
@@ -197,8 +230,9 @@ def test_bce_stable_at_extremes(z, y):
     assert np.all(np.isfinite(ours)) and np.all(ours >= 0)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=_atol(z))
     # The gradient is exactly (sigmoid(z) - y) / n, also at the kink-free z = 0.
-    np.testing.assert_allclose(_bce_grad(z, y), (scipy.special.expit(z64) - y64) / z.size,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        _bce_grad(z, y), (scipy.special.expit(z64) - y64) / z.size, atol=1e-7
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +252,9 @@ def test_multiclass_hinge_matches_sklearn_crammer_singer():
     y = RNG.integers(0, 4, size=50)
     ours = losses.multiclass_hinge(logits=z, labels=y)
     # sklearn's multiclass hinge_loss is the Crammer-Singer form with margin 1.
-    np.testing.assert_allclose(ours, sklearn.metrics.hinge_loss(y, z, labels=np.arange(4)), rtol=1e-5)
+    np.testing.assert_allclose(
+        ours, sklearn.metrics.hinge_loss(y, z, labels=np.arange(4)), rtol=1e-5
+    )
 
 
 def test_multiclass_hinge_two_classes_is_twice_torch_multi_margin():
@@ -226,8 +262,12 @@ def test_multiclass_hinge_two_classes_is_twice_torch_multi_margin():
     z = RNG.normal(size=(20, 2)).astype(np.float32)
     y = RNG.integers(0, 2, size=20)
     ref = F.multi_margin_loss(_t(z), torch.from_numpy(y), margin=0.7, reduction="none").numpy()
-    np.testing.assert_allclose(losses.multiclass_hinge(logits=z, labels=y, margin=0.7, reduce=False),
-                               2 * ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        losses.multiclass_hinge(logits=z, labels=y, margin=0.7, reduce=False),
+        2 * ref,
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 @PROPERTY
@@ -244,13 +284,18 @@ def test_hinge_and_perceptron_properties(z, y, margin):
 def test_binary_perceptron_and_hinge_identity():
     z = RNG.normal(size=30).astype(np.float32)
     y = np.where(RNG.uniform(size=30) < 0.5, -1, 1)
-    np.testing.assert_allclose(losses.perceptron(logits=z, labels=y, reduce=False),
-                               np.maximum(0, -y * z.astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.perceptron(logits=z, labels=y, reduce=False),
+        np.maximum(0, -y * z.astype(np.float64)),
+        rtol=1e-6,
+    )
     # Binary scores z are the two-class logits (0, z) with label (y+1)/2: same criterion.
     two_class = np.stack([np.zeros_like(z), z], 1)
-    np.testing.assert_allclose(losses.perceptron(logits=z, labels=y, reduce=False),
-                               losses.perceptron(logits=two_class, labels=(y + 1) // 2, reduce=False),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.perceptron(logits=z, labels=y, reduce=False),
+        losses.perceptron(logits=two_class, labels=(y + 1) // 2, reduce=False),
+        rtol=1e-6,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,14 +306,18 @@ def test_binary_perceptron_and_hinge_identity():
 def test_kl_divergence_matches_scipy_entropy_and_torch():
     p = RNG.dirichlet(np.ones(5), size=7)
     q = RNG.dirichlet(np.ones(5), size=7)
-    ours = losses.kl_divergence(p_logits=np.log(p).astype(np.float32),
-                                q_logits=np.log(q).astype(np.float32), reduce=False)
+    ours = losses.kl_divergence(
+        p_logits=np.log(p).astype(np.float32), q_logits=np.log(q).astype(np.float32), reduce=False
+    )
     np.testing.assert_allclose(ours, scipy.stats.entropy(p, q, axis=-1), rtol=1e-4, atol=1e-6)
     ref = F.kl_div(_t(np.log(q)), _t(np.log(p)), log_target=True, reduction="none").sum(-1).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
     # Logits and log-probabilities give the same answer (log-softmax is shift invariant).
-    shifted = losses.kl_divergence(p_logits=np.log(p).astype(np.float32) + 7.0,
-                                   q_logits=np.log(q).astype(np.float32) - 3.0, reduce=False)
+    shifted = losses.kl_divergence(
+        p_logits=np.log(p).astype(np.float32) + 7.0,
+        q_logits=np.log(q).astype(np.float32) - 3.0,
+        reduce=False,
+    )
     np.testing.assert_allclose(shifted, ours, rtol=1e-4, atol=1e-6)
 
 
@@ -277,7 +326,9 @@ def test_kl_divergence_zero_probability_classes():
     log_q = jnp.log(jnp.array([[0.25, 0.25, 0.5]]))
     val = losses.kl_divergence(p_logits=log_p, q_logits=log_q)
     np.testing.assert_allclose(val, np.log(2.0), rtol=1e-6)
-    g = jax.grad(lambda a, b: losses.kl_divergence(p_logits=a, q_logits=b), argnums=(0, 1))(log_p, log_q)
+    g = jax.grad(lambda a, b: losses.kl_divergence(p_logits=a, q_logits=b), argnums=(0, 1))(
+        log_p, log_q
+    )
     assert all(np.all(np.isfinite(x)) for x in g)
     # Support of p outside the support of q: infinite divergence.
     assert np.isinf(losses.kl_divergence(p_logits=log_q, q_logits=log_p))
@@ -300,8 +351,13 @@ def test_kl_divergence_extremes_finite_nonnegative(zp, zq):
 def test_gaussian_kl_matches_torch_distributions():
     m, lv = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 3))
     pm, plv = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 3))
-    ours = losses.gaussian_kl(mean=np.float32(m), logvar=np.float32(lv), prior_mean=np.float32(pm),
-                              prior_logvar=np.float32(plv), reduce=False)
+    ours = losses.gaussian_kl(
+        mean=np.float32(m),
+        logvar=np.float32(lv),
+        prior_mean=np.float32(pm),
+        prior_logvar=np.float32(plv),
+        reduce=False,
+    )
     q = torch.distributions.Normal(_t(m), _t(np.exp(0.5 * lv)))
     p = torch.distributions.Normal(_t(pm), _t(np.exp(0.5 * plv)))
     ref = torch.distributions.kl_divergence(q, p).sum(-1).numpy()
@@ -351,7 +407,9 @@ def test_mask_and_reduce_convention(name):
     np.testing.assert_allclose(fn(**kwargs), per.mean(), rtol=1e-6)
     mask = np.array([1, 0, 1, 1, 0])
     np.testing.assert_allclose(fn(**kwargs, mask=mask), (per * mask).sum() / 3, rtol=1e-6)
-    np.testing.assert_allclose(fn(**kwargs, mask=mask.astype(bool)), (per * mask).sum() / 3, rtol=1e-6)
+    np.testing.assert_allclose(
+        fn(**kwargs, mask=mask.astype(bool)), (per * mask).sum() / 3, rtol=1e-6
+    )
     np.testing.assert_allclose(fn(**kwargs, mask=mask, reduce=False), per * mask, rtol=1e-6)
     np.testing.assert_array_equal(fn(**kwargs, mask=np.zeros(5)), 0.0)  # not NaN
     with pytest.raises(ValueError, match="mask shape"):
@@ -384,12 +442,16 @@ def test_registry_errors_list_names():
     assert losses.get_loss("huber") is losses.huber
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dl.ops.sparsemax") is None,
-                    reason="dl.ops.sparsemax not written yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("dl.ops.sparsemax") is None, reason="dl.ops.sparsemax not written yet"
+)
 def test_sparsemax_registry_entry_delegates():
     from dl.ops.sparsemax import sparsemax_loss
 
     z = RNG.normal(size=(4, 5)).astype(np.float32)
     y = RNG.integers(0, 5, size=4)
-    np.testing.assert_allclose(losses.get_loss("sparsemax")(logits=z, targets=y, reduce=False),
-                               sparsemax_loss(logits=z, targets=y, reduce=False), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.get_loss("sparsemax")(logits=z, targets=y, reduce=False),
+        sparsemax_loss(logits=z, targets=y, reduce=False),
+        rtol=1e-6,
+    )

@@ -16,7 +16,10 @@ def _tree():
     """A hand-built flax-like tree: 2 kernels, an embedding, biases and norm parameters."""
     return {
         "params": {
-            "Dense_0": {"kernel": jnp.array([[1.0, -2.0], [3.0, 0.5]]), "bias": jnp.array([10.0, -7.0])},
+            "Dense_0": {
+                "kernel": jnp.array([[1.0, -2.0], [3.0, 0.5]]),
+                "bias": jnp.array([10.0, -7.0]),
+            },
             "Conv_0": {"kernel": jnp.full((2, 2, 1, 1), -1.5), "bias": jnp.array([4.0])},
             "Embed_0": {"embedding": jnp.array([[0.0, 2.0], [-1.0, 1.0]])},
             "BatchNorm_0": {"scale": jnp.array([3.0, 3.0]), "bias": jnp.array([5.0, 5.0])},
@@ -28,7 +31,7 @@ def _tree():
 def test_penalties_closed_form_exclude_biases_and_norms():
     weights = [[1, -2, 3, 0.5], [-1.5] * 4, [0, 2, -1, 1]]
     flat = np.concatenate([np.asarray(w, np.float64) for w in weights])
-    np.testing.assert_allclose(reg.l2_penalty(_tree()), 0.5 * np.sum(flat ** 2), rtol=1e-6)
+    np.testing.assert_allclose(reg.l2_penalty(_tree()), 0.5 * np.sum(flat**2), rtol=1e-6)
     np.testing.assert_allclose(reg.l1_penalty(_tree()), np.sum(np.abs(flat)), rtol=1e-6)
     # A tree of only biases and norm parameters carries no penalty.
     no_weights = {"b": {"bias": jnp.ones(3)}, "n": {"scale": jnp.ones(3)}}
@@ -42,10 +45,13 @@ def test_l2_gradient_equals_weights_and_zero_elsewhere():
     def expected(path, leaf):
         return leaf if reg.is_weight(path, leaf) else jnp.zeros_like(leaf)
 
-    jax.tree_util.tree_map(np.testing.assert_array_equal, grads,
-                           jax.tree_util.tree_map_with_path(expected, tree))
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, grads, jax.tree_util.tree_map_with_path(expected, tree)
+    )
     g1 = jax.grad(reg.l1_penalty)(tree)
-    np.testing.assert_array_equal(g1["params"]["Dense_0"]["kernel"], np.sign(tree["params"]["Dense_0"]["kernel"]))
+    np.testing.assert_array_equal(
+        g1["params"]["Dense_0"]["kernel"], np.sign(tree["params"]["Dense_0"]["kernel"])
+    )
     np.testing.assert_array_equal(g1["params"]["Dense_0"]["bias"], 0.0)
 
 
@@ -90,7 +96,9 @@ def test_dropout_preserves_expectation_and_drops_rate(rate):
     xs = np.asarray(x, np.float64)
     kept = ys != 0
     # Kept units are exactly x / (1 - rate).
-    np.testing.assert_allclose(ys[kept], np.broadcast_to(xs / (1 - rate), ys.shape)[kept], rtol=1e-6)
+    np.testing.assert_allclose(
+        ys[kept], np.broadcast_to(xs / (1 - rate), ys.shape)[kept], rtol=1e-6
+    )
     # Dropped fraction ~ rate: binomial standard error over 1e6 units.
     n = ys.size
     assert abs((1 - kept.mean()) - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
@@ -130,8 +138,10 @@ def test_dropout_gradient_is_the_scaled_mask_and_deterministic_per_key():
 def test_max_norm_clips_long_columns_only():
     # Column norms 5, 0.6, 0 and 13 against max_norm 2.
     kernel = jnp.array([[3.0, 0.6, 0.0, 5.0], [4.0, 0.0, 0.0, 12.0]])
-    tree = {"Dense_0": {"kernel": kernel, "bias": jnp.array([100.0, 0, 0, 0])},
-            "Embed_0": {"embedding": 10 * jnp.ones((3, 2))}}
+    tree = {
+        "Dense_0": {"kernel": kernel, "bias": jnp.array([100.0, 0, 0, 0])},
+        "Embed_0": {"embedding": 10 * jnp.ones((3, 2))},
+    }
     out = reg.max_norm(tree, max_norm=2.0)
     k = np.asarray(out["Dense_0"]["kernel"], np.float64)
     np.testing.assert_array_equal(k[:, 1:3], kernel[:, 1:3])  # short and zero columns untouched
@@ -149,7 +159,9 @@ def test_max_norm_matches_torch_renorm_and_is_idempotent(shape):
     # torch.renorm along dim=out caps the norm of each kernel[..., j] slice.
     ref = torch.renorm(torch.from_numpy(np.asarray(kernel, np.float64)), 2, len(shape) - 1, 2.5)
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(reg.max_norm({"kernel": out}, max_norm=2.5)["kernel"], out, rtol=1e-6)
+    np.testing.assert_allclose(
+        reg.max_norm({"kernel": out}, max_norm=2.5)["kernel"], out, rtol=1e-6
+    )
     norms = np.linalg.norm(np.asarray(out).reshape(-1, shape[-1]), axis=0)
     assert np.all(norms <= 2.5 * (1 + 1e-6))
 

@@ -20,6 +20,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 # ------------------------------------------------------------------------------ references
 
+
 def ref_sparsemax_1d(z):
     """Sort-based projection onto the simplex in float64: returns (p, tau)."""
     z = np.asarray(z, np.float64)
@@ -89,6 +90,7 @@ _PER_EXAMPLE_LOSS = functools.partial(_LOSS, reduce=False)
 
 
 # ------------------------------------------------------------------------------- sparsemax
+
 
 @settings(max_examples=50, deadline=None)
 @given(LOGITS)
@@ -184,6 +186,7 @@ def test_integer_logits_are_rejected():
 
 # ----------------------------------------------------------------------------- derivatives
 
+
 def _points_away_from_the_support_boundary(n, k, seed):
     z = np.random.default_rng(seed).normal(scale=1.5, size=(n, k))
     for row in z:
@@ -230,6 +233,7 @@ def test_sparsemax_passes_gradcheck_on_any_axis():
 
 
 # -------------------------------------------------------------------------- sparsemax loss
+
 
 def _simplex_targets(draw_seed, shape):
     rng = np.random.default_rng(draw_seed)
@@ -315,9 +319,7 @@ def test_mask_weights_the_mean_and_zeroes_masked_examples():
         np.testing.assert_allclose(reduced, per_example[mask == 1].mean(), rtol=1e-6)
         unreduced = _LOSS(logits=z, targets=labels, mask=jnp.asarray(m), reduce=False)
         np.testing.assert_allclose(unreduced, per_example * mask, rtol=1e-6)
-    np.testing.assert_allclose(
-        _LOSS(logits=z, targets=labels), per_example.mean(), rtol=1e-6
-    )
+    np.testing.assert_allclose(_LOSS(logits=z, targets=labels), per_example.mean(), rtol=1e-6)
     # A NaN logit in a padded example does not reach the value.
     z_padded = z.at[1, 0].set(jnp.nan)
     reduced = _LOSS(logits=z_padded, targets=labels, mask=jnp.asarray(mask))

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,92 +23,114 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _quadratic_state(lr=0.1, tx=None, w=(3.0, -2.0)):
-  params = {"w": jnp.array(w)}
-  return TrainState.create(apply_fn=None, params=params, tx=tx or optax.sgd(lr),
-                           rng=jax.random.PRNGKey(0))
+    params = {"w": jnp.array(w)}
+    return TrainState.create(
+        apply_fn=None, params=params, tx=tx or optax.sgd(lr), rng=jax.random.PRNGKey(0)
+    )
 
 
 def _quadratic_loss(params, extra, batch, rng):
-  loss = jnp.sum((params["w"] - batch["target"]) ** 2)
-  return loss, ({}, extra)
+    loss = jnp.sum((params["w"] - batch["target"]) ** 2)
+    return loss, ({}, extra)
 
 
 def _batch(step):
-  return {"target": np.array([1.0, 1.0], np.float32)}
+    return {"target": np.array([1.0, 1.0], np.float32)}
 
 
 def test_train_step_descends_and_logs_norms(tmp_path):
-  state, rows, _ = train(_quadratic_state(), train_step=jit_train_step(_quadratic_loss),
-                         batch_fn=_batch, num_steps=30, workdir=str(tmp_path), progress=False)
-  np.testing.assert_allclose(state.params["w"], [1.0, 1.0], atol=1e-2)
-  # SGD on |w - t|^2 with lr 0.1: w_{k+1} - t = 0.8 (w_k - t), so the loss shrinks by 0.64.
-  assert rows[1]["loss"] == pytest.approx(0.64 * rows[0]["loss"], rel=1e-5)
-  assert rows[0]["update_norm"] == pytest.approx(0.1 * rows[0]["grad_norm"], rel=1e-6)
-  with open(tmp_path / "metrics.jsonl") as f:
-    assert [json.loads(line)["step"] for line in f] == list(range(1, 31))
+    state, rows, _ = train(
+        _quadratic_state(),
+        train_step=jit_train_step(_quadratic_loss),
+        batch_fn=_batch,
+        num_steps=30,
+        workdir=str(tmp_path),
+        progress=False,
+    )
+    np.testing.assert_allclose(state.params["w"], [1.0, 1.0], atol=1e-2)
+    # SGD on |w - t|^2 with lr 0.1: w_{k+1} - t = 0.8 (w_k - t), so the loss shrinks by 0.64.
+    assert rows[1]["loss"] == pytest.approx(0.64 * rows[0]["loss"], rel=1e-5)
+    assert rows[0]["update_norm"] == pytest.approx(0.1 * rows[0]["grad_norm"], rel=1e-6)
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == list(range(1, 31))
 
 
 def test_non_finite_guard_names_step_and_metric(tmp_path):
-  def loss_fn(params, extra, batch, rng):  # log(w) is NaN once w goes negative
-    return jnp.sum(jnp.log(params["w"])), ({}, extra)
+    def loss_fn(params, extra, batch, rng):  # log(w) is NaN once w goes negative
+        return jnp.sum(jnp.log(params["w"])), ({}, extra)
 
-  # Step 1 sees w = (3, 2) and moves it to w - 10/w < 0; step 2's loss is NaN.
-  with pytest.raises(NonFiniteError, match=r"non-finite loss=nan at step 2"):
-    train(_quadratic_state(lr=10.0, w=(3.0, 2.0)), train_step=jit_train_step(loss_fn), batch_fn=_batch,
-          num_steps=10, workdir=str(tmp_path), progress=False, log_every=1)
+    # Step 1 sees w = (3, 2) and moves it to w - 10/w < 0; step 2's loss is NaN.
+    with pytest.raises(NonFiniteError, match=r"non-finite loss=nan at step 2"):
+        train(
+            _quadratic_state(lr=10.0, w=(3.0, 2.0)),
+            train_step=jit_train_step(loss_fn),
+            batch_fn=_batch,
+            num_steps=10,
+            workdir=str(tmp_path),
+            progress=False,
+            log_every=1,
+        )
 
 
 def test_early_stopping_stops_and_returns_best(tmp_path):
-  scores = iter([0.5, 0.7, 0.6, 0.65, 0.6, 0.9])
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.6, 0.9])
 
-  state, rows, summary = train(
-      _quadratic_state(), train_step=jit_train_step(_quadratic_loss), batch_fn=_batch,
-      num_steps=100, workdir=str(tmp_path), eval_fn=lambda s: {"val_accuracy": next(scores)},
-      eval_every=5, patience=3, progress=False)
-  assert summary["stopped_early"] and int(state.step) == 25  # evals at 5..25; best at 10
-  assert summary["best"] == 0.7 and summary["best_step"] == 10
+    state, rows, summary = train(
+        _quadratic_state(),
+        train_step=jit_train_step(_quadratic_loss),
+        batch_fn=_batch,
+        num_steps=100,
+        workdir=str(tmp_path),
+        eval_fn=lambda s: {"val_accuracy": next(scores)},
+        eval_every=5,
+        patience=3,
+        progress=False,
+    )
+    assert summary["stopped_early"] and int(state.step) == 25  # evals at 5..25; best at 10
+    assert summary["best"] == 0.7 and summary["best_step"] == 10
 
 
 def test_checkpoint_round_trip(tmp_path):
-  state = _quadratic_state(tx=optim.adam(1e-2))
-  state, _ = jit_train_step(_quadratic_loss)(state, _batch(0))
-  ckpt = Checkpointer(str(tmp_path / "ckpt"))
-  ckpt.save(1, state, {"note": "hi"})
-  ckpt.wait()
-  fresh = _quadratic_state(tx=optim.adam(1e-2))
-  restored, meta = ckpt.restore(fresh)
-  ckpt.close()
-  assert meta == {"note": "hi"}
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
-    np.testing.assert_array_equal(a, b)
+    state = _quadratic_state(tx=optim.adam(1e-2))
+    state, _ = jit_train_step(_quadratic_loss)(state, _batch(0))
+    ckpt = Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.save(1, state, {"note": "hi"})
+    ckpt.wait()
+    fresh = _quadratic_state(tx=optim.adam(1e-2))
+    restored, meta = ckpt.restore(fresh)
+    ckpt.close()
+    assert meta == {"note": "hi"}
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_second_call_does_not_retrace():
-  traces = []
+    traces = []
 
-  def loss_fn(params, extra, batch, rng):
-    traces.append(1)
-    return _quadratic_loss(params, extra, batch, rng)
+    def loss_fn(params, extra, batch, rng):
+        traces.append(1)
+        return _quadratic_loss(params, extra, batch, rng)
 
-  step = jit_train_step(loss_fn)
-  state = _quadratic_state()
-  for i in range(3):
-    state, _ = step(state, _batch(i))
-  assert len(traces) == 1
+    step = jit_train_step(loss_fn)
+    state = _quadratic_state()
+    for i in range(3):
+        state, _ = step(state, _batch(i))
+    assert len(traces) == 1
 
 
 def _run(args, env=None, check=True):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-  p = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=600)
-  if check and p.returncode:
-    raise AssertionError(f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
-  return p
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    p = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and p.returncode:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+    return p
 
 
 def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
 
 
 KILL_AT_STEP = """
@@ -125,35 +146,44 @@ import run
 run.main(sys.argv[2:])
 """
 
-SMOKE = ["digits_mlp", "--scale", "smoke", "--config.num_epochs=3",
-         "--config.checkpoint_every_epochs=1"]
+SMOKE = [
+    "digits_mlp",
+    "--scale",
+    "smoke",
+    "--config.num_epochs=3",
+    "--config.checkpoint_every_epochs=1",
+]
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
-  full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-  _run(["run.py", *SMOKE, "--workdir", full])
-  killed = _run(["-c", KILL_AT_STEP, "25", *SMOKE, "--workdir", cut], check=False)
-  assert killed.returncode == -9, killed.stderr[-2000:]
-  assert max(r["step"] for r in _rows(cut)) < 51  # it really stopped early
-  _run(["run.py", *SMOKE, "--workdir", cut, "--resume"])
-  a, b = _rows(full), _rows(cut)
-  assert a == b  # every step's loss and norms, and every evaluation, to the last bit
-  ra = json.load(open(os.path.join(full, "results.json")))["metrics"]
-  rb = json.load(open(os.path.join(cut, "results.json")))["metrics"]
-  assert ra["test_loss"] == rb["test_loss"] and ra["test_accuracy"] == rb["test_accuracy"]
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    _run(["run.py", *SMOKE, "--workdir", full])
+    killed = _run(["-c", KILL_AT_STEP, "25", *SMOKE, "--workdir", cut], check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert max(r["step"] for r in _rows(cut)) < 51  # it really stopped early
+    _run(["run.py", *SMOKE, "--workdir", cut, "--resume"])
+    a, b = _rows(full), _rows(cut)
+    assert a == b  # every step's loss and norms, and every evaluation, to the last bit
+    ra = json.load(open(os.path.join(full, "results.json")))["metrics"]
+    rb = json.load(open(os.path.join(cut, "results.json")))["metrics"]
+    assert ra["test_loss"] == rb["test_loss"] and ra["test_accuracy"] == rb["test_accuracy"]
 
 
 @pytest.mark.slow
 def test_eight_devices_match_one(tmp_path):
-  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
-  code = "import jax, sys, run; print('devices', jax.device_count()); run.main(sys.argv[1:])"
-  p1 = _run(["-c", code, *SMOKE, "--workdir", one])
-  p8 = _run(["-c", code, *SMOKE, "--workdir", eight],
-            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-  assert "devices 1" in p1.stdout and "devices 8" in p8.stdout
-  a, b = _rows(one), _rows(eight)
-  assert [r.keys() for r in a] == [r.keys() for r in b]
-  for ra, rb in zip(a, b):
-    for k in ra:
-      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, atol=1e-6, err_msg=f"{k} @ {ra['step']}")
+    one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+    code = "import jax, sys, run; print('devices', jax.device_count()); run.main(sys.argv[1:])"
+    p1 = _run(["-c", code, *SMOKE, "--workdir", one])
+    p8 = _run(
+        ["-c", code, *SMOKE, "--workdir", eight],
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    )
+    assert "devices 1" in p1.stdout and "devices 8" in p8.stdout
+    a, b = _rows(one), _rows(eight)
+    assert [r.keys() for r in a] == [r.keys() for r in b]
+    for ra, rb in zip(a, b):
+        for k in ra:
+            np.testing.assert_allclose(
+                rb[k], ra[k], rtol=1e-5, atol=1e-6, err_msg=f"{k} @ {ra['step']}"
+            )
