@@ -8,9 +8,10 @@ from typing import Any
 
 
 def _fmt(x: Any) -> str:
+    """One table cell: 4 significant digits, and '|' escaped so it cannot split the row."""
     if isinstance(x, float):
         return f"{x:.4g}"
-    return str(x)
+    return str(x).replace("|", "\\|")
 
 
 def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
@@ -30,7 +31,7 @@ def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
         if "skipped" in r:
             n_skip += 1
             lines.append(
-                f"| {r['experiment']} | {r.get('scale', '')} | {r['skipped']} | | | | SKIPPED | |"
+                f"| {r['experiment']} | {r.get('scale', '')} | {_fmt(r['skipped'])} | | | | SKIPPED | |"
             )
             continue
         bars = r.get("bars") or [
@@ -48,7 +49,7 @@ def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
             verdict = {True: "PASS", False: "FAIL", None: "-"}[b["passed"]]
             lines.append(
                 f"| {r['experiment'] if i == 0 else ''} | {r.get('scale', '') if i == 0 else ''} "
-                f"| {b['name']} | {b['paper']} | {_fmt(b['ours'])} | {b['target']} "
+                f"| {_fmt(b['name'])} | {_fmt(b['paper'])} | {_fmt(b['ours'])} | {_fmt(b['target'])} "
                 f"| {verdict} | {links if i == 0 else ''} |"
             )
     lines += ["", f"{n_pass} of {n_bars} bars pass; {n_skip} experiments skipped.", ""]
