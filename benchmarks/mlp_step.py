@@ -25,12 +25,14 @@ median repeat.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import statistics
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -47,252 +49,374 @@ BATCH = 256
 MOMENTUM = 0.9
 LEARNING_RATE = 0.01
 WARMUP_STEPS = 3  # compiles, and gives the losses both sides must agree on
+CONTENDED = 0.10  # other processes' share of the CPUs above which the figures are flagged
 
 
 def step_flops(widths=WIDTHS, batch: int = BATCH) -> dict[str, int]:
-  """FLOPs of one train step, by the formulas of the module docstring.
+    """FLOPs of one train step, by the formulas of the module docstring.
 
-  Returns {"model": 6 B sum d_{l-1} d_l, "matmul_executed": model - 2 B d_0 d_1,
-  "elementwise": the elementwise estimate, "params": P}.
-  """
-  pairs = list(zip(widths[:-1], widths[1:]))
-  macs = sum(i * o for i, o in pairs)
-  params = sum(i * o + o for i, o in pairs)
-  hidden = sum(widths[1:-1])
-  elementwise = batch * (2 * sum(widths[1:]) + 2 * hidden + 5 * widths[-1]) + 4 * params
-  model = 6 * batch * macs
-  return {"model": model, "matmul_executed": model - 2 * batch * widths[0] * widths[1],
-          "elementwise": elementwise, "params": params}
+    Returns {"model": 6 B sum d_{l-1} d_l, "matmul_executed": model - 2 B d_0 d_1,
+    "elementwise": the elementwise estimate, "params": P}.
+    """
+    pairs = list(itertools.pairwise(widths))
+    macs = sum(i * o for i, o in pairs)
+    params = sum(i * o + o for i, o in pairs)
+    hidden = sum(widths[1:-1])
+    elementwise = batch * (2 * sum(widths[1:]) + 2 * hidden + 5 * widths[-1]) + 4 * params
+    model = 6 * batch * macs
+    return {
+        "model": model,
+        "matmul_executed": model - 2 * batch * widths[0] * widths[1],
+        "elementwise": elementwise,
+        "params": params,
+    }
 
 
 def make_batch(seed: int, widths=WIDTHS, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-  """x: [batch, d_0] float32 in [0, 1) (like pixels); y: [batch] int32 labels in [0, d_L)."""
-  rng = np.random.default_rng(seed)
-  x = rng.random((batch, widths[0]), dtype=np.float32)
-  y = rng.integers(0, widths[-1], size=batch).astype(np.int32)
-  return x, y
+    """x: [batch, d_0] float32 in [0, 1) (like pixels); y: [batch] int32 labels in [0, d_L)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, widths[0]), dtype=np.float32)
+    y = rng.integers(0, widths[-1], size=batch).astype(np.int32)
+    return x, y
 
 
 class Runner(NamedTuple):
-  """run(steps) trains `steps` steps and returns only when they are done; warmup_losses are the
-  losses of the first WARMUP_STEPS steps from the shared initial parameters."""
-  run: Callable[[int], None]
-  warmup_losses: list[float]
+    """run(steps) trains `steps` steps and returns only when they are done; warmup_losses are the
+    losses of the first WARMUP_STEPS steps from the shared initial parameters."""
+
+    run: Callable[[int], None]
+    warmup_losses: list[float]
 
 
 def mlp_model(widths=WIDTHS) -> MLP:
-  return MLP(hidden=tuple(widths[1:-1]), out=widths[-1], activation="relu")
+    return MLP(hidden=tuple(widths[1:-1]), out=widths[-1], activation="relu")
 
 
-def jax_runner(x: np.ndarray, y: np.ndarray, *, seed: int, lr: float, widths=WIDTHS
-               ) -> tuple[Runner, dict, Callable[[], dict]]:
-  """dl's engine: `init_state`, `classifier_loss`, `optax.sgd(lr, momentum)` and the jitted,
-  donated `jit_train_step`. Also returns the initial parameters (host numpy, for PyTorch) and a
-  function giving XLA's own cost analysis of the compiled step."""
-  model = mlp_model(widths)
-  state = init_state(model, optax.sgd(lr, momentum=MOMENTUM), x[:1], seed=seed)
-  params0 = jax.tree.map(np.array, jax.device_get(state.params))
-  step = jit_train_step(classifier_loss(model))
-  batch = jax.device_put({"x": x, "y": y, "mask": np.ones(len(y), np.float32)})
+def jax_runner(
+    x: np.ndarray, y: np.ndarray, *, seed: int, lr: float, widths=WIDTHS
+) -> tuple[Runner, dict, Callable[[], dict]]:
+    """dl's engine: `init_state`, `classifier_loss`, `optax.sgd(lr, momentum)` and the jitted,
+    donated `jit_train_step`. Also returns the initial parameters (host numpy, for PyTorch) and a
+    function giving XLA's own cost analysis of the compiled step."""
+    model = mlp_model(widths)
+    state = init_state(model, optax.sgd(lr, momentum=MOMENTUM), x[:1], seed=seed)
+    params0 = jax.tree.map(np.array, jax.device_get(state.params))
+    step = jit_train_step(classifier_loss(model))
+    batch = jax.device_put({"x": x, "y": y, "mask": np.ones(len(y), np.float32)})
 
-  def cost_analysis() -> dict:
-    return step.lower(state, batch).compile().cost_analysis() or {}
+    def cost_analysis() -> dict:
+        return step.lower(state, batch).compile().cost_analysis() or {}
 
-  cost = cost_analysis()  # before donation consumes `state`
-  losses = []
-  for _ in range(WARMUP_STEPS):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
-  holder = [state]
+    cost = cost_analysis()  # before donation consumes `state`
+    losses = []
+    for _ in range(WARMUP_STEPS):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    holder = [state]
 
-  def run(steps: int) -> None:
-    s = holder[0]
-    for _ in range(steps):
-      s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
-    holder[0] = jax.block_until_ready(s)
+    def run(steps: int) -> None:
+        s = holder[0]
+        for _ in range(steps):
+            s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
+        holder[0] = jax.block_until_ready(s)
 
-  return Runner(run, losses), params0, lambda: cost
+    return Runner(run, losses), params0, lambda: cost
 
 
-def torch_runner(x: np.ndarray, y: np.ndarray, params0: dict, *, lr: float, device: str,
-                 compile_model: bool = False) -> Runner:
-  """The same network as torch.nn.Sequential, with JAX's initial parameters copied in (flax
-  kernels are [in, out], torch weights [out, in]); torch.optim.SGD with momentum matches
-  optax.sgd's trace (v = mu v + g, p -= lr v). `compile_model` wraps model + loss in
-  torch.compile (the optimizer step stays eager)."""
-  import torch
-  import torch.nn.functional as F
+def torch_runner(
+    x: np.ndarray,
+    y: np.ndarray,
+    params0: dict,
+    *,
+    lr: float,
+    device: str,
+    compile_model: bool = False,
+) -> Runner:
+    """The same network as torch.nn.Sequential, with JAX's initial parameters copied in (flax
+    kernels are [in, out], torch weights [out, in]); torch.optim.SGD with momentum matches
+    optax.sgd's trace (v = mu v + g, p -= lr v). `compile_model` wraps model + loss in
+    torch.compile (the optimizer step stays eager)."""
+    import torch
+    import torch.nn.functional as F
 
-  torch.set_num_threads(matmul_peak.xla_cpu_threads())
-  names = [k for k in params0 if k.startswith("dense_")] + ["head"]
-  layers: list[torch.nn.Module] = []
-  for i, name in enumerate(names):
-    kernel, bias = params0[name]["kernel"], params0[name]["bias"]
-    linear = torch.nn.Linear(*kernel.shape)
-    with torch.no_grad():
-      linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
-      linear.bias.copy_(torch.from_numpy(bias))
-    layers += [linear] if i == len(names) - 1 else [linear, torch.nn.ReLU()]
-  model = torch.nn.Sequential(*layers).to(device)
-  opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
-  xt = torch.from_numpy(x).to(device)
-  yt = torch.from_numpy(y).long().to(device)  # torch's cross_entropy wants int64 labels
+    torch.set_num_threads(matmul_peak.xla_cpu_threads())
+    names = [k for k in params0 if k.startswith("dense_")] + ["head"]
+    layers: list[torch.nn.Module] = []
+    for i, name in enumerate(names):
+        kernel, bias = params0[name]["kernel"], params0[name]["bias"]
+        linear = torch.nn.Linear(*kernel.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
+            linear.bias.copy_(torch.from_numpy(bias))
+        layers += [linear] if i == len(names) - 1 else [linear, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y).long().to(device)  # torch's cross_entropy wants int64 labels
 
-  def forward() -> torch.Tensor:
-    return F.cross_entropy(model(xt), yt)
+    def forward() -> torch.Tensor:
+        return F.cross_entropy(model(xt), yt)
 
-  loss_of = torch.compile(forward) if compile_model else forward
+    loss_of = torch.compile(forward) if compile_model else forward
 
-  def one_step() -> torch.Tensor:
-    opt.zero_grad(set_to_none=True)
-    loss = loss_of()
-    loss.backward()
-    opt.step()
-    return loss
+    def one_step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        opt.step()
+        return loss
 
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
 
-  def run(steps: int) -> None:
-    for _ in range(steps):
-      one_step()
-    sync()
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            one_step()
+        sync()
 
-  return Runner(run, losses)
+    return Runner(run, losses)
 
 
 def machine() -> dict:
-  """What the figures were measured on."""
-  cpu = "unknown"
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                 cpu)
-  except OSError:
-    pass
-  versions = {"python": platform.python_version()}
-  for mod in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+    """What the figures were measured on."""
+    cpu = "unknown"
     try:
-      versions[mod] = __import__(mod).__version__
-    except ImportError:
-      versions[mod] = None
-  return {"cpu": cpu, "cpu_count": os.cpu_count(), "xla_cpu_threads": matmul_peak.xla_cpu_threads(),
-          "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "versions": versions,
-          "loadavg_1min_start": os.getloadavg()[0]}
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for mod in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "xla_cpu_threads": matmul_peak.xla_cpu_threads(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "versions": versions,
+        "jax_matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "loadavg_1min_start": os.getloadavg()[0],
+    }
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall s, whole-machine busy CPU s, this process's CPU s), or None off Linux. Two snapshots
+    give the CPU time *other* processes used in between: the benchmark's contention, which the
+    load average (a lagging one-minute mean) only hints at."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def others_busy(before, after) -> float:
+    """Fraction of the machine's CPUs busy with other processes between two `cpu_snapshot`s
+    (0: we had the machine to ourselves; 1: every CPU was busy with someone else)."""
+    if before is None or after is None:
+        return float("nan")
+    wall = after[0] - before[0]
+    return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / (wall * os.cpu_count())
 
 
 def time_runners(runners: dict[str, Runner], *, steps: int, repeats: int) -> dict[str, list]:
-  """Seconds for `steps` steps, per implementation and repeat, with repeats interleaved."""
-  seconds: dict[str, list[float]] = {name: [] for name in runners}
-  for _ in range(repeats):
-    for name, runner in runners.items():
-      t0 = time.perf_counter()
-      runner.run(steps)
-      seconds[name].append(time.perf_counter() - t0)
-  return seconds
+    """Seconds for `steps` steps, per implementation and repeat, with repeats interleaved."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.run(steps)
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
 
 
-def benchmark(*, steps: int, repeats: int, peak_sizes, peak_repeats: int, torch_compile: bool,
-              seed: int = 0, lr: float = LEARNING_RATE) -> dict:
-  """Runs everything; returns the JSON-able result (see `format_result` for the table)."""
-  info = machine()
-  flops = step_flops()
-  x, y = make_batch(seed)
-  jax_run, params0, xla_cost = jax_runner(x, y, seed=seed, lr=lr)
-  runners = {"jax (dl engine)": jax_run}
-  notes: dict[str, str] = {}
-  device = matmul_peak.torch_device()
-  if device is None:
-    notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-  else:
-    runners["torch eager"] = torch_runner(x, y, params0, lr=lr, device=device)
-    if torch_compile:
-      try:
-        runners["torch.compile"] = torch_runner(x, y, params0, lr=lr, device=device,
-                                                compile_model=True)
-      except Exception as e:  # a missing C++ toolchain etc.: report, do not hide
-        notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-  seconds = time_runners(runners, steps=steps, repeats=repeats)
-  peak = matmul_peak.measure_peak(peak_sizes, repeats=peak_repeats, seed=seed)
-  results = {}
-  for name, secs in seconds.items():
-    sps, best_sps = steps / statistics.median(secs), steps / min(secs)
-    results[name] = {"seconds": secs, "steps_per_s": sps, "best_steps_per_s": best_sps,
-                     "ms_per_step": 1e3 / sps, "gflops": sps * flops["model"] / 1e9,
-                     "executed_gflops": sps * (flops["matmul_executed"] + flops["elementwise"]) / 1e9,
-                     "warmup_losses": runners[name].warmup_losses}
-    results[name]["fraction_of_peak"] = results[name]["gflops"] / peak["peak_gflops"]
-  jax_res = results["jax (dl engine)"]
-  ratios = {"jax_over_peak": jax_res["fraction_of_peak"],
-            "jax_executed_over_peak": jax_res["executed_gflops"] / peak["peak_gflops"],
-            "jax_best_over_peak": jax_res["best_steps_per_s"] * flops["model"] / 1e9
-                                  / peak["peak_gflops"]}
-  for name in results:
-    if name.startswith("torch"):
-      key = name.replace(" ", "_").replace(".", "_")
-      ratios[f"jax_over_{key}"] = jax_res["steps_per_s"] / results[name]["steps_per_s"]
-      ratios[f"jax_best_over_{key}_best"] = (jax_res["best_steps_per_s"]
-                                             / results[name]["best_steps_per_s"])
-  losses = np.array([r["warmup_losses"] for r in results.values()])
-  xla = xla_cost()
-  return {"machine": {**info, "loadavg_1min_end": os.getloadavg()[0]},
-          "config": {"widths": WIDTHS, "batch": BATCH, "lr": lr, "momentum": MOMENTUM,
-                     "steps": steps, "repeats": repeats, "seed": seed},
-          "flops": {**flops, "xla_cost_analysis": float(xla.get("flops", float("nan")))},
-          "peak": peak, "results": results, "ratios": ratios, "notes": notes,
-          "parity_max_abs_loss_diff": float(np.max(np.abs(losses - losses[0])))}
+def benchmark(
+    *,
+    steps: int,
+    repeats: int,
+    peak_sizes,
+    peak_repeats: int,
+    torch_compile: bool,
+    seed: int = 0,
+    lr: float = LEARNING_RATE,
+) -> dict:
+    """Runs everything; returns the JSON-able result (see `format_result` for the table)."""
+    info = machine()
+    flops = step_flops()
+    x, y = make_batch(seed)
+    jax_run, params0, xla_cost = jax_runner(x, y, seed=seed, lr=lr)
+    runners = {"jax (dl engine)": jax_run}
+    notes: dict[str, str] = {}
+    device = matmul_peak.torch_device()
+    if device is None:
+        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
+    else:
+        runners["torch eager"] = torch_runner(x, y, params0, lr=lr, device=device)
+        if torch_compile:
+            try:
+                runners["torch.compile"] = torch_runner(
+                    x, y, params0, lr=lr, device=device, compile_model=True
+                )
+            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report, not hide
+                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+    snap = cpu_snapshot()
+    seconds = time_runners(runners, steps=steps, repeats=repeats)
+    snap_steps = cpu_snapshot()
+    peak = matmul_peak.measure_peak(peak_sizes, repeats=peak_repeats, seed=seed)
+    contention = {
+        "steps": others_busy(snap, snap_steps),
+        "peak": others_busy(snap_steps, cpu_snapshot()),
+    }
+    results = {}
+    for name, secs in seconds.items():
+        sps, best_sps = steps / statistics.median(secs), steps / min(secs)
+        results[name] = {
+            "seconds": secs,
+            "steps_per_s": sps,
+            "best_steps_per_s": best_sps,
+            "ms_per_step": 1e3 / sps,
+            "gflops": sps * flops["model"] / 1e9,
+            "executed_gflops": sps * (flops["matmul_executed"] + flops["elementwise"]) / 1e9,
+            "warmup_losses": runners[name].warmup_losses,
+        }
+        results[name]["fraction_of_peak"] = results[name]["gflops"] / peak["peak_gflops"]
+    jax_res = results["jax (dl engine)"]
+    ratios = {
+        "jax_over_peak": jax_res["fraction_of_peak"],
+        "jax_executed_over_peak": jax_res["executed_gflops"] / peak["peak_gflops"],
+        "jax_best_over_peak": jax_res["best_steps_per_s"]
+        * flops["model"]
+        / 1e9
+        / peak["peak_gflops"],
+    }
+    for name in results:
+        if name.startswith("torch"):
+            key = name.replace(" ", "_").replace(".", "_")
+            ratios[f"jax_over_{key}"] = jax_res["steps_per_s"] / results[name]["steps_per_s"]
+            ratios[f"jax_best_over_{key}_best"] = (
+                jax_res["best_steps_per_s"] / results[name]["best_steps_per_s"]
+            )
+    losses = np.array([r["warmup_losses"] for r in results.values()])
+    xla = xla_cost()
+    return {
+        "machine": {
+            **info,
+            "loadavg_1min_end": os.getloadavg()[0],
+            "others_busy_fraction": contention,
+        },
+        "config": {
+            "widths": WIDTHS,
+            "batch": BATCH,
+            "lr": lr,
+            "momentum": MOMENTUM,
+            "steps": steps,
+            "repeats": repeats,
+            "seed": seed,
+        },
+        "flops": {**flops, "xla_cost_analysis": float(xla.get("flops", float("nan")))},
+        "peak": peak,
+        "results": results,
+        "ratios": ratios,
+        "notes": notes,
+        "parity_max_abs_loss_diff": float(np.max(np.abs(losses - losses[0]))),
+    }
 
 
 def format_result(res: dict) -> str:
-  m, f, peak = res["machine"], res["flops"], res["peak"]
-  lines = [f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, "
-           f"load {m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}",
-           f"step FLOPs: model 6*B*sum(in*out) = {f['model'] / 1e9:.3f} G; executed matmuls "
-           f"{f['matmul_executed'] / 1e9:.3f} G; elementwise ~{f['elementwise'] / 1e6:.1f} M; "
-           f"XLA cost analysis {f['xla_cost_analysis'] / 1e9:.3f} G",
-           f"fp32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s ({peak['peak_library']}); "
-           + ", ".join(f"{k} {v:.1f}" for k, v in peak["best_by_library"].items()),
-           f"parity: max |loss difference| over {WARMUP_STEPS} warm-up steps "
-           f"{res['parity_max_abs_loss_diff']:.2e}",
-           "",
-           f"{'implementation':<18}{'steps/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of peak':>9}"
-           f"{'best steps/s':>14}{'min..max ms/step':>20}"]
-  steps = res["config"]["steps"]
-  for name, r in res["results"].items():
-    lo, hi = (1e3 * s / steps for s in (min(r["seconds"]), max(r["seconds"])))
-    lines.append(f"{name:<18}{r['steps_per_s']:>9.2f}{r['ms_per_step']:>9.2f}{r['gflops']:>9.1f}"
-                 f"{r['fraction_of_peak']:>9.2f}{r['best_steps_per_s']:>14.2f}"
-                 f"{f'{lo:.2f}..{hi:.2f}':>20}")
-  lines.append("")
-  goals = {"jax_over_peak": ">= 0.85"}
-  for k, v in res["ratios"].items():
-    goal = goals.get(k, ">= 1.0" if k.startswith("jax_over_torch") else "")
-    lines.append(f"{k:<34}{v:>7.3f}  {('goal ' + goal) if goal else ''}")
-  for k, v in res["notes"].items():
-    lines.append(f"note: {k}: {v}")
-  return "\n".join(lines)
+    m, f, peak = res["machine"], res["flops"], res["peak"]
+    busy = m["others_busy_fraction"]
+    machine_line = (
+        f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, "
+        f"load {m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}; other processes "
+        f"kept {busy['steps']:.0%} of the CPUs busy while timing steps, {busy['peak']:.0%} "
+        "during the peak"
+    )
+    flops_line = (
+        f"step FLOPs: model 6*B*sum(in*out) = {f['model'] / 1e9:.3f} G; executed matmuls "
+        f"{f['matmul_executed'] / 1e9:.3f} G; elementwise ~{f['elementwise'] / 1e6:.1f} M; "
+        f"XLA cost analysis {f['xla_cost_analysis'] / 1e9:.3f} G"
+    )
+    peak_line = f"fp32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s ({peak['peak_library']}); "
+    peak_line += ", ".join(f"{k} {v:.1f}" for k, v in peak["best_by_library"].items())
+    parity_line = (
+        f"parity: max |loss difference| over {WARMUP_STEPS} warm-up steps "
+        f"{res['parity_max_abs_loss_diff']:.2e}"
+    )
+    header = (
+        f"{'implementation':<18}{'steps/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of peak':>9}"
+        f"{'best steps/s':>14}{'min..max ms/step':>20}"
+    )
+    lines = [machine_line, flops_line, peak_line, parity_line, "", header]
+    steps = res["config"]["steps"]
+    for name, r in res["results"].items():
+        lo, hi = (1e3 * s / steps for s in (min(r["seconds"]), max(r["seconds"])))
+        lines.append(
+            f"{name:<18}{r['steps_per_s']:>9.2f}{r['ms_per_step']:>9.2f}{r['gflops']:>9.1f}"
+            f"{r['fraction_of_peak']:>9.2f}{r['best_steps_per_s']:>14.2f}"
+            f"{f'{lo:.2f}..{hi:.2f}':>20}"
+        )
+    lines.append("")
+    goals = {"jax_over_peak": ">= 0.85"}
+    for k, v in res["ratios"].items():
+        goal = goals.get(k, ">= 1.0" if k.startswith("jax_over_torch") else "")
+        lines.append(f"{k:<34}{v:>7.3f}  {('goal ' + goal) if goal else ''}")
+    for k, v in res["notes"].items():
+        lines.append(f"note: {k}: {v}")
+    if max(busy.values()) > CONTENDED:
+        lines.append(
+            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the figures "
+            "are contended (PyTorch's spinning OpenMP threads suffer most); rerun when idle"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=100, help="timed steps per repeat")
-  parser.add_argument("--repeats", type=int, default=5, help="repeats; the median is reported")
-  parser.add_argument("--json", default="", help="also write the result to this path")
-  parser.add_argument("--peak-sizes", type=int, nargs="+", default=list(matmul_peak.DEFAULT_SIZES),
-                      help="square sizes for the matmul peak")
-  parser.add_argument("--peak-repeats", type=int, default=3)
-  parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
-                      help="skip the torch.compile variant (its compile takes a while on CPU)")
-  args = parser.parse_args(argv)
-  res = benchmark(steps=args.steps, repeats=args.repeats, peak_sizes=args.peak_sizes,
-                  peak_repeats=args.peak_repeats, torch_compile=args.torch_compile)
-  print(format_result(res))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(res, f, indent=2)
-  return res
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats; the median is reported")
+    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser.add_argument(
+        "--peak-sizes",
+        type=int,
+        nargs="+",
+        default=list(matmul_peak.DEFAULT_SIZES),
+        help="square sizes for the matmul peak",
+    )
+    parser.add_argument("--peak-repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-torch-compile",
+        dest="torch_compile",
+        action="store_false",
+        help="skip the torch.compile variant (its compile takes a while on CPU)",
+    )
+    args = parser.parse_args(argv)
+    if jax.default_backend() != "cpu":
+        # Accelerators may run fp32 dots in TF32/bf16 passes by default; PyTorch's fp32 default and
+        # the peak measurement are full fp32, so the step must be too. A no-op on CPU.
+        jax.config.update("jax_default_matmul_precision", "highest")
+    res = benchmark(
+        steps=args.steps,
+        repeats=args.repeats,
+        peak_sizes=args.peak_sizes,
+        peak_repeats=args.peak_repeats,
+        torch_compile=args.torch_compile,
+    )
+    print(format_result(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
 
 
 if __name__ == "__main__":
-  main()
+    main()

@@ -3,6 +3,7 @@ figures depend on the machine and its load; only plumbing and the analytic count
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,17 @@ def test_step_flops_closed_form():
     assert f["params"] == 26
     # bias 2*5*(4+2), relu 2*5*4, softmax-CE 5*5*2, momentum SGD 4*26
     assert f["elementwise"] == 60 + 40 + 50 + 104
+
+
+def test_others_busy_closed_form():
+    # 2 s of wall time, the machine busy for 3 CPU-s of which we used 1: the others kept
+    # 2 CPU-s busy out of 2 * cpu_count available.
+    got = mlp_step.others_busy((0.0, 10.0, 1.0), (2.0, 13.0, 2.0))
+    assert got == pytest.approx(2.0 / (2.0 * os.cpu_count()))
+    assert mlp_step.others_busy((0.0, 10.0, 1.0), (1.0, 10.5, 1.5)) == 0.0  # only us
+    assert math.isnan(mlp_step.others_busy(None, (1.0, 1.0, 1.0)))
+    snap = mlp_step.cpu_snapshot()
+    assert snap is None or all(v >= 0 for v in snap)
 
 
 def test_matmul_peak_cli(tmp_path, capsys):
@@ -49,6 +61,7 @@ def test_mlp_step_cli(tmp_path, capsys):
     )
     assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
     assert "jax_over_peak" in capsys.readouterr().out
+    assert all(0.0 <= v <= 1.0 for v in res["machine"]["others_busy_fraction"].values())
     jax_res = res["results"]["jax (dl engine)"]
     assert len(jax_res["seconds"]) == 2 and all(s > 0 for s in jax_res["seconds"])
     assert jax_res["gflops"] == pytest.approx(jax_res["steps_per_s"] * res["flops"]["model"] / 1e9)
