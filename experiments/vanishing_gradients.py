@@ -108,7 +108,7 @@ def layer_grad_norms(model: MLP, params: Any, x: np.ndarray, y: np.ndarray) -> n
         def loss(p):
             return cross_entropy(logits=model.apply({"params": p}, x), targets=y)
 
-        grads = jax.grad(loss)(params)
+        grads = jax.jit(jax.grad(loss))(params)  # one compile instead of op-by-op f64 dispatch
         names = [f"dense_{i}" for i in range(len(model.hidden))] + ["head"]
         return np.array([float(jnp.linalg.norm(grads[n]["kernel"])) for n in names])
 
