@@ -17,7 +17,10 @@ from experiments import (
     optimizers_digits,
     optimizers_rosenbrock,
     perceptron,
+    regularization,
     sparsemax_multilabel,
+    universal_approximation,
+    vanishing_gradients,
 )
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -30,6 +33,9 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "optimizers_rosenbrock": optimizers_rosenbrock,
     "optimizers_digits": optimizers_digits,
     "glorot_init": glorot_init,
+    "vanishing_gradients": vanishing_gradients,
+    "regularization": regularization,
+    "universal_approximation": universal_approximation,
     "deep_linear_orthogonal": deep_linear_orthogonal,
     "hyperparameter_search": hyperparameter_search,
     "ensembles": ensembles,
