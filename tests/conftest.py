@@ -1,10 +1,20 @@
 """Strict numerics for every test: no silent dtype promotion (equinox's habit); shared fixtures."""
 
+import os
+
 import jax
 import pytest
 import tensorflow_datasets as tfds
+from hypothesis import settings
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# Property tests draw the same examples on every run by default, so a red CI is reproducible and
+# never a coin flip; `HYPOTHESIS_PROFILE=explore python -m pytest` draws fresh ones (run it when
+# touching numerics, and turn anything it finds into a fixed test).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
