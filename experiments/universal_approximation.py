@@ -25,14 +25,14 @@ Part 2 (Telgarsky 2016, "Benefits of depth in neural networks"). The tent map
 t(x) = 2 min(x, 1 - x) on [0, 1] composed k times is a sawtooth with 2^k linear pieces. A ReLU
 net of depth k and width 2 computes it exactly: t(x) = 2 relu(x) - 4 relu(x - 1/2) on [0, 1], so
 each layer computes (relu(z), relu(z - 1/2)) of the previous layer's z = 2 h_1 - 4 h_2; that is
-6k + 1 parameters (`deep_sawtooth_params`, written into a `dl.nn.mlp.MLP`). The deep net here IS
-that exact construction, not a trained net: training it from random init is notoriously hard
-(we also train the same architecture, width 3, from He init with Adam and report it: it
-collapses to a constant). A one-hidden-layer ReLU net with n units is piecewise linear with at
-most n + 1 pieces, so it needs about 2^k units. The shallow nets ARE trained, with the benefit
-of the doubt: kinks inside [0, 1] (evenly spaced at j / n for one candidate, which for
-n = 2^k are exactly the sawtooth's kinks; uniform for the others), the least-squares output
-layer, then Levenberg-Marquardt on all parameters; the best candidate per width counts.
+6k + 1 parameters (`deep_sawtooth_params` in `dl.models.approximation`, for a `dl.nn.mlp.MLP`).
+The deep net here IS that exact construction, not a trained net: training it from random init
+is notoriously hard (we also train the same architecture, width 3, from He init with Adam and
+report it: it collapses to a constant). A one-hidden-layer ReLU net with n units is piecewise
+linear with at most n + 1 pieces, so it needs about 2^k units. The shallow nets ARE trained,
+with the benefit of the doubt: kinks inside [0, 1] (evenly spaced at j / n for one candidate,
+which for n = 2^k are exactly the sawtooth's kinks; uniform for the others), the least-squares
+output layer, then Levenberg-Marquardt on all parameters; the best candidate per width counts.
 
 Bar: at k = 6 the deep net reaches RMS <= 0.05 with at most 1/4 of the parameters of the
 smallest shallow net that does.
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -51,13 +50,24 @@ import matplotlib
 import ml_collections
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from dl.data.synthetic import sawtooth
+from dl.models.approximation import (
+    bucket_sweep,
+    deep_sawtooth_params,
+    errors,
+    even_kinks,
+    hidden_init,
+    lstsq_head,
+    one_hidden,
+    random_head,
+    width_mask,
+)
 from dl.nn.mlp import MLP
-from dl.ops.activations import get_activation
+from dl.optim.least_squares import levenberg_marquardt
 from dl.optim.optimizers import adam
 from dl.optim.schedules import warmup_cosine
 from dl.report import Bar, at_most
@@ -127,153 +137,14 @@ def target(x: jax.Array) -> jax.Array:
     return jnp.sin(3.0 * x) + 0.3 * x * x
 
 
-def tent(x: jax.Array) -> jax.Array:
-    """Telgarsky's tent (mirror) map t(x) = 2 min(x, 1 - x), mapping [0, 1] onto [0, 1]."""
-    return 2.0 * jnp.minimum(x, 1.0 - x)
+def lm_fit(p, mask, x, y, *, activation: str, steps: int) -> dict[str, jax.Array]:
+    """`steps` Levenberg-Marquardt iterations on every parameter of a padded one-hidden-layer net
+    (masked units have zero gradient and stay out). x, y: [m]."""
 
+    def residual(q, xi, yi):
+        return one_hidden(q, xi[None], mask, activation=activation)[0] - yi
 
-def sawtooth(x: jax.Array, k: int) -> jax.Array:
-    """t^k(x), the tent map composed k times: 2^k linear pieces of slope +-2^k on [0, 1]."""
-    for _ in range(k):
-        x = tent(x)
-    return x
-
-
-def one_hidden(
-    params: dict[str, jax.Array], x: jax.Array, mask: jax.Array, *, activation: str
-) -> jax.Array:
-    """g(x) = sum_j mask_j v_j act(w_j x + b_j) + c, a one-hidden-layer net on scalar inputs.
-
-    params: w, b, v: [n]; c: []. x: [m]; mask: [n] in {0, 1} (which of the n padded units exist).
-    Returns [m]. With mask = 1 on the first `width` units it equals `MLP(hidden=(width,), out=1)`
-    with kernels w, v and biases b, c.
-    """
-    act = get_activation(activation)
-    h = act(x[:, None] * params["w"] + params["b"])
-    return h @ (mask * params["v"]) + params["c"]
-
-
-def hidden_init(
-    key: jax.Array, max_width: int, *, low: float, high: float, positive: bool, dtype=jnp.float64
-) -> dict[str, jax.Array]:
-    """Hidden units w_j ~ N(0, 1) (LeCun normal for fan_in 1; |w_j| if `positive`) centred at
-    c_j ~ U[low, high] (b_j = -w_j c_j: tanh's midpoint or ReLU's kink inside the domain); the
-    output layer (v, c) is zero, to be set by `lstsq_head` or `random_head`."""
-    kw, kc = jax.random.split(key)
-    w = jax.random.normal(kw, (max_width,), dtype)
-    w = jnp.abs(w) if positive else w
-    centres = jax.random.uniform(kc, (max_width,), dtype, low, high)
-    return {
-        "w": w,
-        "b": -w * centres,
-        "v": jnp.zeros((max_width,), dtype),
-        "c": jnp.zeros((), dtype),
-    }
-
-
-def random_head(
-    key: jax.Array, params: dict[str, jax.Array], width: jax.Array
-) -> dict[str, jax.Array]:
-    """v ~ N(0, 1/width) (LeCun normal, fan_in = width), c = 0: as `MLP` initializes its head."""
-    v = jax.random.normal(key, params["v"].shape, params["v"].dtype)
-    return {**params, "v": v / jnp.sqrt(width.astype(v.dtype))}
-
-
-def width_mask(max_width: int, width: jax.Array, dtype=jnp.float32) -> jax.Array:
-    """[max_width]: 1 on the first `width` units, 0 on the padding."""
-    return (jnp.arange(max_width, dtype=width.dtype) < width).astype(dtype)
-
-
-def lstsq_head(params, mask, x, y, *, activation: str) -> dict[str, jax.Array]:
-    """The least-squares output layer (v, c) for fixed hidden units: a convex problem, solved
-    exactly (SVD; masked units give zero columns and get v = 0). x, y: [m]."""
-    h = get_activation(activation)(x[:, None] * params["w"] + params["b"]) * mask
-    design = jnp.concatenate([h, jnp.ones((x.shape[0], 1), h.dtype)], axis=1)
-    coef = jnp.linalg.lstsq(design, y)[0]
-    return {**params, "v": coef[:-1] * mask, "c": coef[-1]}
-
-
-def fit_lm(params, residual: Callable[..., jax.Array], x: jax.Array, y: jax.Array, *, steps: int):
-    """`steps` Levenberg-Marquardt iterations (Levenberg 1944; Marquardt 1963) on
-    sum_i residual(params, x_i, y_i)^2: the damped Gauss-Newton step
-    d = -(J^T J + mu I)^{-1} J^T r, kept only if it lowers the loss (so the loss never rises);
-    mu /= 3 after a kept step and mu *= 2 after a rejected one, starting from 1e-3 times the mean
-    squared column norm of J.
-
-    residual: (params, x_i, y_i) -> scalar; x, y: [m, ...]. J [m, p] is built one example at a
-    time (vmap of grad), never as a [p, m, ...] tangent batch. With m < p the equal step
-    -J^T (J J^T + mu I)^{-1} r (push-through identity) needs only an m x m solve. Parameters no
-    residual depends on (masked units) have zero columns in J and get d = 0.
-    Returns (params, mean squared residual before each step [steps]).
-    """
-    flat, unravel = ravel_pytree(params)
-    m, p = x.shape[0], flat.shape[0]
-
-    def res(q):
-        return jax.vmap(residual, in_axes=(None, 0, 0))(unravel(q), x, y)
-
-    def jacobian(q):
-        rows = jax.vmap(jax.grad(residual), in_axes=(None, 0, 0))(unravel(q), x, y)
-        return jax.vmap(lambda row: ravel_pytree(row)[0])(rows)  # [m, p]
-
-    def step(carry, _):
-        q, mu = carry
-        r, jac = res(q), jacobian(q)
-        if m < p:
-            d = -jac.T @ jnp.linalg.solve(jac @ jac.T + mu * jnp.eye(m, dtype=r.dtype), r)
-        else:
-            d = -jnp.linalg.solve(jac.T @ jac + mu * jnp.eye(p, dtype=r.dtype), jac.T @ r)
-        loss = jnp.sum(jnp.square(r))
-        better = jnp.sum(jnp.square(res(q + d))) < loss
-        return (jnp.where(better, q + d, q), jnp.where(better, mu / 3.0, mu * 2.0)), loss / m
-
-    mu = 1e-3 * jnp.mean(jnp.sum(jnp.square(jacobian(flat)), axis=0))
-    (flat, _), losses = jax.lax.scan(step, (flat, mu), None, length=steps)
-    return unravel(flat), losses
-
-
-def errors(prediction: jax.Array, truth: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(RMS, max absolute) error over a grid; prediction, truth: [..., m]."""
-    diff = prediction - truth
-    return jnp.sqrt(jnp.mean(jnp.square(diff), axis=-1)), jnp.max(jnp.abs(diff), axis=-1)
-
-
-def bucket_sweep(
-    widths: np.ndarray, pad_to, candidates: int, make_one, key: jax.Array, truth: jax.Array
-) -> dict[str, Any]:
-    """Trains `candidates` nets per width and keeps the best by RMS on the evaluation grid.
-
-    Widths are padded to the first size in `pad_to` that holds them; each size is one compiled
-    call, vmapped over its (width, candidate) pairs. `make_one(max_width)` returns
-    `one(key, width, candidate) -> predictions [m_eval]`; `truth`: [m_eval].
-    Returns rms, max: [W]; rms_all: [W, candidates]; pred: [W, m_eval] (the best candidate's).
-    """
-    widths = np.asarray(widths)
-    bucket = np.array([min(b for b in pad_to if b >= w) for w in widths])
-    rms_all = np.zeros((len(widths), candidates))
-    max_all = np.zeros((len(widths), candidates))
-    preds = np.zeros((len(widths), candidates, truth.shape[0]))
-    for size in sorted(set(bucket.tolist())):
-        rows = np.flatnonzero(bucket == size)
-        keys = jax.random.split(jax.random.fold_in(key, size), len(rows) * candidates)
-        pred = jax.jit(jax.vmap(make_one(size)))(
-            keys,
-            jnp.asarray(np.repeat(widths[rows], candidates), jnp.int32),
-            jnp.asarray(np.tile(np.arange(candidates), len(rows)), jnp.int32),
-        )
-        rms, mx = errors(pred, truth[None])
-        rms_all[rows] = np.asarray(rms).reshape(len(rows), candidates)
-        max_all[rows] = np.asarray(mx).reshape(len(rows), candidates)
-        preds[rows] = np.asarray(pred).reshape(len(rows), candidates, -1)
-    best = rms_all.argmin(axis=1)
-    idx = np.arange(len(widths))
-    return {
-        "widths": widths,
-        "rms_all": rms_all,
-        "rms": rms_all[idx, best],
-        "max": max_all[idx, best],
-        "pred": preds[idx, best],
-    }
+    return levenberg_marquardt(p, residual, x, y, steps=steps)[0]
 
 
 def width_sweep(config) -> dict[str, Any]:
@@ -295,13 +166,7 @@ def width_sweep(config) -> dict[str, Any]:
                     lstsq_head(p, mask, x, y, activation="tanh"),
                     random_head(k_head, p, width),
                 )
-                p, _ = fit_lm(
-                    p,
-                    lambda q, xi, yi: one_hidden(q, xi[None], mask, activation="tanh")[0] - yi,
-                    x,
-                    y,
-                    steps=config.lm_steps,
-                )
+                p = lm_fit(p, mask, x, y, activation="tanh", steps=config.lm_steps)
                 return one_hidden(p, x_eval, mask, activation="tanh")
 
             return one
@@ -323,27 +188,6 @@ def monotone_ok(errs: np.ndarray, *, rel_tol: float, abs_tol: float) -> bool:
     return bool(np.all(errs[1:] <= rel_tol * errs[:-1] + abs_tol))
 
 
-def deep_sawtooth_params(k: int) -> dict[str, Any]:
-    """Parameters of `MLP(hidden=(2,) * k, out=1, activation="relu")` that compute t^k exactly on
-    [0, 1]: layer 1 gives (relu(x), relu(x - 1/2)); every later layer takes z = 2 h_1 - 4 h_2
-    (= t of the previous layer's input) and gives (relu(z), relu(z - 1/2)); the head outputs
-    2 h_1 - 4 h_2. 6k + 1 parameters."""
-    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    params = {"dense_0": {"kernel": f32([[1.0, 1.0]]), "bias": f32([0.0, -0.5])}}
-    for i in range(1, k):
-        params[f"dense_{i}"] = {"kernel": f32([[2.0, 2.0], [-4.0, -4.0]]), "bias": f32([0.0, -0.5])}
-    params["head"] = {"kernel": f32([[2.0], [-4.0]]), "bias": f32([0.0])}
-    return params
-
-
-def even_kinks(params: dict[str, jax.Array], width: jax.Array) -> dict[str, jax.Array]:
-    """Moves the kinks of the first `width` ReLU units to j / width, j = 0 .. width - 1 (w > 0):
-    with width = 2^k these are exactly the sawtooth's kinks, so least squares fits it exactly."""
-    n = params["w"].shape[0]
-    kinks = jnp.arange(n, dtype=params["w"].dtype) / width.astype(params["w"].dtype)
-    return {**params, "b": -params["w"] * kinks}
-
-
 def shallow_sweep(config) -> dict[str, Any]:
     """Part 2, shallow side: ReLU nets of every width in `config.shallow_widths`. Candidate 0 has
     evenly spaced kinks, the others uniform ones; all get the least-squares head, then
@@ -362,13 +206,7 @@ def shallow_sweep(config) -> dict[str, Any]:
                     functools.partial(jnp.where, candidate == 0), even_kinks(p, width), p
                 )
                 p = lstsq_head(p, mask, x, y, activation="relu")
-                p, _ = fit_lm(
-                    p,
-                    lambda q, xi, yi: one_hidden(q, xi[None], mask, activation="relu")[0] - yi,
-                    x,
-                    y,
-                    steps=config.shallow_lm_steps,
-                )
+                p = lm_fit(p, mask, x, y, activation="relu", steps=config.shallow_lm_steps)
                 return one_hidden(p, x_eval, mask, activation="relu")
 
             return one

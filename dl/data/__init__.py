@@ -3,16 +3,18 @@
 from dl.data.pipeline import ArrayData, Loader, eval_batches
 from dl.data.registry import DATASETS, load
 from dl.data.sources import DataError
-from dl.data.synthetic import separable, two_spirals, xor
+from dl.data.synthetic import sawtooth, separable, tent, two_spirals, xor
 
 __all__ = [
-    "ArrayData",
     "DATASETS",
+    "ArrayData",
     "DataError",
     "Loader",
     "eval_batches",
     "load",
+    "sawtooth",
     "separable",
+    "tent",
     "two_spirals",
     "xor",
 ]

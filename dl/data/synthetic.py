@@ -4,12 +4,17 @@ Each generator draws from ``np.random.default_rng(seed)`` only, so equal argumen
 arrays (for a given numpy version). ``seed`` may be an int or a sequence of ints (numpy's
 SeedSequence entropy); the registered splits below use ``[seed, 0]``, ``[seed, 1]`` and
 ``[seed, 2]`` for train/val/test, so the three splits are independent draws.
+
+Targets given by a closed form (`tent`, `sawtooth`) are jnp functions instead, so they trace
+inside jitted code and keep the input's dtype (float64 under ``jax.enable_x64``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dl.data.pipeline import ArrayData
@@ -119,6 +124,22 @@ def two_spirals(
     if noise:
         x = x + noise * np.random.default_rng(seed).standard_normal(x.shape)
     return ArrayData(x.astype(np.float32), y)
+
+
+def tent(x: jax.Array) -> jax.Array:
+    """Telgarsky's tent (mirror) map t(x) = 2 min(x, 1 - x), mapping [0, 1] onto [0, 1]."""
+    return 2.0 * jnp.minimum(x, 1.0 - x)
+
+
+def sawtooth(x: jax.Array, k: int) -> jax.Array:
+    """t^k(x), the tent map composed k times: 2^k linear pieces of slope +-2^k on [0, 1].
+
+    Telgarsky (2016, "Benefits of depth in neural networks"): a depth-O(k) ReLU net computes it
+    exactly, while a one-hidden-layer net needs about 2^k units. x: any shape, elementwise.
+    """
+    for _ in range(k):
+        x = tent(x)
+    return x
 
 
 def _splits(make, sizes: tuple[int, int, int], seed: int, **kwargs) -> dict[str, ArrayData]:

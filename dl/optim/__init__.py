@@ -1,6 +1,8 @@
-"""Optimizers from their formulas, learning-rate schedules and gradient clipping (optax shape)."""
+"""Optimizers from their formulas, learning-rate schedules and gradient clipping (optax shape);
+Levenberg-Marquardt for nonlinear least squares."""
 
 from dl.optim.clipping import clip_by_global_norm, clip_elementwise, global_norm
+from dl.optim.least_squares import levenberg_marquardt
 from dl.optim.optimizers import (
     OPTIMIZERS,
     adadelta,
@@ -37,6 +39,7 @@ __all__ = [
     "get_optimizer",
     "global_norm",
     "halve_on_rise",
+    "levenberg_marquardt",
     "momentum",
     "nesterov",
     "rmsprop",

@@ -1,13 +1,16 @@
-"""Synthetic generators: the stated geometry holds, and equal seeds give equal arrays."""
+"""Synthetic generators: the stated geometry holds, and equal seeds give equal arrays; the
+closed-form targets (tent map, sawtooth) against their triangle-wave formula."""
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dl.data import load, separable, two_spirals, xor
+from dl.data import load, sawtooth, separable, tent, two_spirals, xor
 
 PROPERTY = settings(max_examples=40, deadline=None)
 F32_RTOL = 1e-6  # the guarantees hold in float64 before the cast to float32
@@ -63,7 +66,7 @@ def test_separable_one_dimension_is_two_rays():
     assert np.all((proj >= 0.3 - 1e-7) & (proj <= 1.0))
 
 
-@pytest.mark.parametrize("kwargs", [dict(margin=0.0), dict(margin=2.0, radius=1.0), dict(dim=0)])
+@pytest.mark.parametrize("kwargs", [{"margin": 0.0}, {"margin": 2.0, "radius": 1.0}, {"dim": 0}])
 def test_separable_rejects_impossible_geometry(kwargs):
     with pytest.raises(ValueError):
         separable(5, **kwargs)
@@ -139,7 +142,7 @@ def test_noise_free_spirals_ignore_the_seed():
     np.testing.assert_array_equal(two_spirals(seed=0).x, two_spirals(seed=5).x)
 
 
-@pytest.mark.parametrize("name, kwargs", [("xor", {}), ("two_spirals", dict(noise=0.2))])
+@pytest.mark.parametrize("name, kwargs", [("xor", {}), ("two_spirals", {"noise": 0.2})])
 def test_registered_splits_are_independent_draws(name, kwargs):
     splits = load(name, n_train=40, n_val=40, n_test=40, seed=1, **kwargs)
     assert set(splits) == {"train", "val", "test"}
@@ -148,3 +151,27 @@ def test_registered_splits_are_independent_draws(name, kwargs):
     again = load(name, n_train=40, n_val=40, n_test=40, seed=1, **kwargs)
     for key in splits:
         np.testing.assert_array_equal(splits[key].x, again[key].x)
+
+
+def _triangle_wave(x, k):
+    # t^k(x) = 1 - |2 frac(2^(k-1) x) - 1|: the tent map doubles the frequency of a triangle wave.
+    return 1.0 - np.abs(2.0 * np.mod(2.0 ** (k - 1) * x, 1.0) - 1.0)
+
+
+@PROPERTY
+@given(st.lists(st.floats(0.0, 1.0, width=32), min_size=1, max_size=20), st.integers(1, 8))
+def test_sawtooth_is_the_triangle_wave(xs, k):
+    x = np.asarray(xs, np.float32)
+    ours = np.asarray(sawtooth(jnp.asarray(x), k))
+    assert ours.dtype == np.float32
+    # Each composition can double a float32 rounding error.
+    np.testing.assert_allclose(ours, _triangle_wave(x.astype(np.float64), k), atol=2.0**k * 1e-7)
+    np.testing.assert_array_equal(np.asarray(sawtooth(jnp.asarray(x), 1)), tent(jnp.asarray(x)))
+
+
+def test_sawtooth_keeps_float64_under_x64():
+    with jax.enable_x64(True):
+        x = np.random.default_rng(0).uniform(0.0, 1.0, 100)
+        ours = sawtooth(jnp.asarray(x), 6)
+        assert ours.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(ours), _triangle_wave(x, 6), atol=1e-12)
