@@ -17,7 +17,9 @@ Sequential baselines, each compiled once and timed after a warm-up call:
            between any two programs grow exponentially).
 Repeats are interleaved so that background load hits every variant alike; medians reported.
 `--table` repeats the measurement over model sizes (hidden width = batch size), showing where
-stacking models pays: when one model's step is dominated by fixed per-step costs.
+stacking models pays: when one model's step is dominated by fixed per-step costs. `--scaling`
+repeats it at the main size for 1 to 32 models: the sweep's cost per model-step, and so the
+speedup, levels off by 16 models (see BENCHMARKS.md for why).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dl.train.step import jit_train_step
 LOG10_LR = (-3.0, 1.0)  # Bergstra & Bengio 2012, Table 1 (as the experiment)
 LOG10_L2 = (np.log10(3.1e-7), np.log10(3.1e-5))
 TABLE_SIZES = (8, 16, 32, 64, 128)  # hidden width = batch size
+SCALING_MODELS = (1, 2, 4, 8, 16, 32)  # models per sweep for --scaling
 
 
 def factories(model: MLP, input_dim: int):
@@ -179,6 +182,16 @@ def format_row(r: dict) -> str:
     return row
 
 
+def format_scaling_row(r: dict) -> str:
+    per_step = 1e6 / (r["models"] * r["steps"])  # seconds per call -> us per model-step
+    return (
+        f"models {r['models']:3d}: sweep {r['sweep_s'] * 1e3:8.1f} ms "
+        f"({r['sweep_s'] * per_step:5.2f} us/model-step)  sequential "
+        f"{r['sequential_s'] * 1e3:8.1f} ms ({r['sequential_s'] * per_step:5.2f} us/model-step)  "
+        f"speedup {r['speedup']:5.2f}x"
+    )
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=16, help="hidden width (the experiment's: 16)")
@@ -188,6 +201,9 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--table", action="store_true", help=f"also hidden = batch in {TABLE_SIZES}")
     p.add_argument("--engine", action="store_true", help="also time the engine-loop baseline")
+    p.add_argument(
+        "--scaling", action="store_true", help=f"also {SCALING_MODELS} models at the main size"
+    )
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
     common = {
@@ -207,6 +223,17 @@ def main(argv=None) -> dict:
         for size in TABLE_SIZES:
             result["table"].append(measure(hidden=size, batch_size=size, **common))
             print(format_row(result["table"][-1]), flush=True)
+    if args.scaling:
+        result["scaling"] = []
+        for models in SCALING_MODELS:
+            result["scaling"].append(
+                measure(
+                    hidden=args.hidden,
+                    batch_size=args.batch_size,
+                    **{**common, "models": models, "engine": False},
+                )
+            )
+            print(format_scaling_row(result["scaling"][-1]), flush=True)
     result["loadavg_1min_end"] = os.getloadavg()[0]
     print(
         f"load average (1 min) {result['loadavg_1min_start']:.1f} -> "

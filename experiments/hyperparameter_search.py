@@ -5,7 +5,7 @@ Run:    python run.py hyperparameter_search --scale quick
 Expect: quick on a 2-core CPU: about 40 s; over 50 paired searches the best validation accuracy
         of random search is 0.21 points above the grid's (standard error 0.12; win rate 0.56;
         test accuracy of the chosen trials +0.43 points); the vmapped sweep is about 2.5-3x
-        faster than 16 sequential jitted runs (bar 4x: not met on this CPU).
+        faster than 16 sequential jitted runs (bar 4x: not met; XLA:CPU's cap, see BENCHMARKS.md).
 
 The problem: a one-hidden-layer tanh MLP (16 units) on the 8x8 digits, trained for a fixed 10
 epochs by plain SGD, with two hyperparameters over the ranges of the paper's Table 1 (neural
@@ -27,11 +27,14 @@ points, so the advantage is a fraction of a point: the bar needs many searches t
 and the standard error of the mean difference is reported next to it.
 
 Speed: one search = 16 models in one `dl.train.sweep.jit_sweep` call (one compilation, one
-dispatch). The bar compares it with the strongest sequential baseline: one model's training as one
-jitted `lax.scan` (compiled once), called 16 times. The model is kept small so that one model's
-step is dominated by fixed per-step costs, the regime where stacking models helps; XLA on CPU runs
-the stacked (batched) small matmuls little faster than one at a time, which caps the gain near
-2.5-3x here (`benchmarks/sweep_vmap.py` measures other sizes and the engine's per-step loop).
+dispatch), all on the search's one data order, so the first layer of the 16 models is one matmul.
+The bar compares it with the strongest sequential baseline: one model's training as one jitted
+`lax.scan` (compiled once), called 16 times. The gain levels off near 2.5-3x however many models
+are stacked (`benchmarks/sweep_vmap.py --scaling`): inside one jitted scan little per-step overhead
+is left to share, XLA:CPU compiles the elementwise work on the stacked parameters to scalar (not
+SIMD) loops, so it costs 16 times one model's, and it runs the head's per-model matmuls as a loop
+over models (profile in BENCHMARKS.md; the benchmark also measures other sizes and the engine's
+per-step loop).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # search s: points, box shift, data order and init from (seed, s)
     c.data_dir = ""  # unused: digits ship with scikit-learn
-    c.hidden = (16,)  # one hidden layer, small: per-step overhead dominates one model
+    c.hidden = (16,)  # one hidden layer, small: stacking models pays only for small ones
     c.activation = "tanh"  # the paper's networks use sigmoid/tanh hidden units
     c.batch_size = 16  # small minibatches (the paper: 20 or 100)
     c.num_epochs = {"smoke": 1, "quick": 10, "full": 10}[scale]  # fixed budget per trial (full
