@@ -12,8 +12,9 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 

@@ -50,10 +50,10 @@ import ml_collections
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl.ops.initializers import lecun_normal, orthogonal  # noqa: E402
-from dl.report import at_least, at_most  # noqa: E402
+from dl.ops.initializers import lecun_normal, orthogonal
+from dl.report import at_least, at_most
 
 PAPER = {
     "citation": "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of "

@@ -35,13 +35,13 @@ import numpy as np
 import optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl import data  # noqa: E402
-from dl.ops.losses import cross_entropy, multiclass_hinge  # noqa: E402
-from dl.optim.optimizers import adam  # noqa: E402
-from dl.optim.schedules import warmup_cosine  # noqa: E402
-from dl.report import at_most  # noqa: E402
+from dl import data
+from dl.ops.losses import cross_entropy, multiclass_hinge
+from dl.optim.optimizers import adam
+from dl.optim.schedules import warmup_cosine
+from dl.report import at_most
 
 PAPER = {
     "citation": "Multinomial logistic regression (Cox 1966); multiclass SVM (Crammer & Singer "

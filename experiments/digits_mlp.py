@@ -51,9 +51,10 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
 
 
 def sklearn_baseline(splits, seed: int, max_iter: int) -> tuple[float, float]:
+    import warnings
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-    import warnings
 
     start = time.perf_counter()
     clf = MLPClassifier(hidden_layer_sizes=(100,), max_iter=max_iter, random_state=seed)

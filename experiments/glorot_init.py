@@ -43,16 +43,19 @@ import ml_collections
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl.data.shapeset import CLASSES, shapeset_splits  # noqa: E402
-from dl.nn.mlp import MLP  # noqa: E402
-from dl.nn.probe import dense_probe  # noqa: E402
-from dl.objectives.classification import classifier_loss  # noqa: E402
-from dl.ops.losses import cross_entropy  # noqa: E402
-from dl.optim.optimizers import sgd  # noqa: E402
-from dl.report import Bar, at_most  # noqa: E402
-from dl.report import plots  # noqa: E402
+from dl.data.shapeset import CLASSES, shapeset_splits
+from dl.nn.mlp import MLP
+from dl.nn.probe import dense_probe
+from dl.objectives.classification import classifier_loss
+from dl.ops.losses import cross_entropy
+from dl.optim.optimizers import sgd
+from dl.report import (
+    Bar,
+    at_most,
+    plots,
+)
 
 PAPER = {
     "citation": "Glorot & Bengio 2010, Understanding the difficulty of training deep "
@@ -312,7 +315,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for k, init in enumerate(INITS):
             rows = slice(k * len(lrs), (k + 1) * len(lrs))
             j = k * len(lrs) + int(np.argmin(out["best_val"][rows]))  # rate chosen on validation
-            params = jax.tree.map(lambda p: p[j], out["best_params"])
+            params = jax.tree.map(lambda p: p[j], out["best_params"])  # noqa: B023 (called at once)
             trained_stats[(act, init)] = layer_stats(params, probe_x, probe_y)
             results[(act, init)] = {
                 "lr": float(lrs[j - k * len(lrs)]),

@@ -33,16 +33,16 @@ import numpy as np
 import optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl import data  # noqa: E402
-from dl.nn.mlp import MLP  # noqa: E402
-from dl.objectives.classification import classifier_eval, classifier_loss  # noqa: E402
-from dl.optim.optimizers import OPTIMIZERS, get_optimizer  # noqa: E402
-from dl.optim.schedules import HalveOnRise, PlateauFactorState, scale_by_plateau_factor  # noqa: E402
-from dl.report import Bar, at_least  # noqa: E402
-from dl.train.state import TrainState  # noqa: E402
-from dl.train.supervised import fit, init_state  # noqa: E402
+from dl import data
+from dl.nn.mlp import MLP
+from dl.objectives.classification import classifier_eval, classifier_loss
+from dl.optim.optimizers import OPTIMIZERS, get_optimizer
+from dl.optim.schedules import HalveOnRise, PlateauFactorState, scale_by_plateau_factor
+from dl.report import Bar, at_least
+from dl.train.state import TrainState
+from dl.train.supervised import fit, init_state
 
 PAPER = {
     "citation": "Robbins & Monro 1951 (SGD); Polyak 1964 and Rumelhart, Hinton & Williams 1986 "

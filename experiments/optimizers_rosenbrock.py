@@ -36,10 +36,10 @@ import numpy as np
 import optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl.optim.optimizers import OPTIMIZERS, get_optimizer  # noqa: E402
-from dl.report import Bar  # noqa: E402
+from dl.optim.optimizers import OPTIMIZERS, get_optimizer
+from dl.report import Bar
 
 PAPER = {
     "citation": "Polyak 1964 and Rumelhart, Hinton & Williams 1986 (momentum); Nesterov 1983; "

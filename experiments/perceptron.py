@@ -30,14 +30,14 @@ import numpy as np
 import optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dl.data.synthetic import separable, xor  # noqa: E402
-from dl.models import perceptron  # noqa: E402
-from dl.nn.mlp import MLP  # noqa: E402
-from dl.objectives.classification import classifier_loss  # noqa: E402
-from dl.optim.optimizers import adam  # noqa: E402
-from dl.report import Bar, at_least, at_most  # noqa: E402
+from dl.data.synthetic import separable, xor
+from dl.models import perceptron
+from dl.nn.mlp import MLP
+from dl.objectives.classification import classifier_loss
+from dl.optim.optimizers import adam
+from dl.report import Bar, at_least, at_most
 
 PAPER = {
     "citation": "Rosenblatt 1958 (perceptron); Novikoff 1962 (mistake bound); "
@@ -109,7 +109,7 @@ def run_novikoff(config) -> dict:
     bound = (inst["radius"] / inst["gamma"]) ** 2
     # Twice the largest bound (plus slack) so that a violation would show as extra mistakes,
     # not be cut off by the cap.
-    max_epochs = 2 * int(math.ceil(bound.max())) + 2
+    max_epochs = 2 * math.ceil(bound.max()) + 2
     train_all = jax.jit(jax.vmap(functools.partial(perceptron.train, max_epochs=max_epochs)))
     x, y = jnp.asarray(inst["x"]), jnp.asarray(inst["y"])
     start = time.perf_counter()
@@ -164,7 +164,7 @@ def run_xor(config) -> dict:
     def fit(params):
         return jax.lax.scan(step, (params, tx.init(params)), jnp.arange(config.mlp_steps))
 
-    (params, _), (losses, train_accs) = fit(params)
+    (params, _), (losses, _train_accs) = fit(params)
     logits = model.apply({"params": params}, batch["x"])
     mlp_acc = float(jnp.mean(jnp.argmax(logits, -1) == batch["y"]))
 

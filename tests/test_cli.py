@@ -44,10 +44,10 @@ def test_list_names_every_experiment(capsys):
 )
 def test_bad_input_is_one_line_and_status_2(capsys, argv, expected):
     try:
-        code, out, err = _main(capsys, *argv)
+        code, _out, err = _main(capsys, *argv)
     except SystemExit as e:  # argparse-level errors exit from parse()
         code = e.code
-        out, err = capsys.readouterr()
+        _out, err = capsys.readouterr()
     assert code == 2
     assert expected in err
     assert len(err.strip().splitlines()) == 1, err
@@ -93,6 +93,7 @@ def test_subprocess_exit_status_and_single_line():
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "unknown experiment" in p.stderr

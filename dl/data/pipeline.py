@@ -19,7 +19,8 @@ computed before the mask is applied (e.g. batch statistics) sees in-distribution
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 

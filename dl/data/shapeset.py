@@ -30,7 +30,7 @@ Deterministic given ``seed`` (an int or a sequence of ints, numpy SeedSequence e
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

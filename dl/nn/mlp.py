@@ -9,7 +9,7 @@ very deep stacks trainable (used in `vanishing_gradients`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

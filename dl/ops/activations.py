@@ -9,7 +9,7 @@ Sparsemax (Martins & Astudillo, 2016) lives in `dl.ops.sparsemax`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

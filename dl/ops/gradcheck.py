@@ -7,7 +7,8 @@ parameter coordinate, batched with `vmap` into one compiled call.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -19,7 +19,7 @@ axis, so ``logits: [batch, length, vocab]`` pairs with ``mask: [batch, length]``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

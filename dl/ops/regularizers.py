@@ -9,7 +9,8 @@ reuse e.g. as an ``optax.masked`` mask.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

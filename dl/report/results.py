@@ -37,8 +37,8 @@ def at_most(name: str, ours: float, bound: float, *, paper: str = "") -> Bar:
 
 def environment() -> dict[str, Any]:
     """Versions and devices; imported lazily so `dl.report` itself needs no jax."""
-    import jax
     import flax
+    import jax
     import numpy as np
     import optax
 

@@ -13,7 +13,8 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np

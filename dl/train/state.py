@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -33,7 +34,7 @@ class TrainState(flax.struct.PyTreeNode):
         tx: optax.GradientTransformation,
         rng: jax.Array,
         extra: dict[str, Any] | None = None,
-    ) -> "TrainState":
+    ) -> TrainState:
         # Copy every leaf once: optimizers may alias one zeros buffer in two slots (optax's adam
         # does), and a donated step must not receive the same buffer twice.
         opt_state = jax.tree.map(jnp.array, tx.init(params))

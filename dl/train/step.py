@@ -12,7 +12,8 @@ jitted once at the call site with the state donated (`jit_train_step`), static s
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax

@@ -7,7 +7,8 @@ them in the order every supervised experiment needs, so experiments read as mode
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -140,15 +140,24 @@ def test_batch_larger_than_the_split_is_one_padded_batch():
     "kwargs, match",
     [
         (
-            dict(data=ArrayData(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)), batch_size=2),
+            {
+                "data": ArrayData(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)),
+                "batch_size": 2,
+            },
             "empty",
         ),
         (
-            dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(2, np.int32)), batch_size=2),
+            {
+                "data": ArrayData(np.zeros((3, 2), np.float32), np.zeros(2, np.int32)),
+                "batch_size": 2,
+            },
             "y has 2",
         ),
         (
-            dict(data=ArrayData(np.zeros((3, 2), np.float32), np.zeros(3, np.int32)), batch_size=0),
+            {
+                "data": ArrayData(np.zeros((3, 2), np.float32), np.zeros(3, np.int32)),
+                "batch_size": 0,
+            },
             "batch_size",
         ),
     ],

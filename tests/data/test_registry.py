@@ -32,7 +32,7 @@ def test_every_builder_takes_data_dir_and_keyword_only_options(name):
 
 
 @pytest.mark.parametrize(
-    "name, kwargs", [("digits", {}), ("xor", dict(n_train=10)), ("two_spirals", {})]
+    "name, kwargs", [("digits", {}), ("xor", {"n_train": 10}), ("two_spirals", {})]
 )
 def test_offline_datasets_load_as_three_array_splits(name, kwargs, tmp_path):
     # data_dir is accepted and ignored by datasets that need no files.

@@ -168,7 +168,7 @@ def test_tfds_split_pixels_and_labels_match_what_was_written(prepared, name):
 
 
 def test_tfds_cache_round_trips_and_is_used(prepared, tmp_path, monkeypatch):
-    root, raw = prepared
+    _root, raw = prepared
     # The cache is written under the root it reads from, so use a root of its own.
     private = tmp_path / "root"
     _write_prepared(private, "mnist", raw["mnist"])

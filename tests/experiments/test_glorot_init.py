@@ -50,7 +50,7 @@ def test_train_grid_equals_plain_sgd_per_network():
         for t in range(6):
             idx = order[t]
             g = grad(p, splits["train"].x[idx], splits["train"].y[idx])
-            p = jax.tree.map(lambda a, b: a - lr * b, p, g)
+            p = jax.tree.map(lambda a, b: a - lr * b, p, g)  # noqa: B023 (called at once)
             if (t + 1) % 3 == 0:
                 logits = model.apply({"params": p}, splits["val"].x)
                 val_errors.append(float(np.mean(np.argmax(logits, -1) != splits["val"].y)))
@@ -60,7 +60,7 @@ def test_train_grid_equals_plain_sgd_per_network():
         # The kept parameters are those of the first evaluation with the lowest validation error.
         kept = val_params[int(np.argmin(val_errors))]
         jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a[k], b, rtol=1e-4, atol=1e-5),
+            lambda a, b: np.testing.assert_allclose(a[k], b, rtol=1e-4, atol=1e-5),  # noqa: B023 (called at once)
             out["best_params"],
             kept,
         )

@@ -20,6 +20,8 @@ def test_smoke_on_mock_data(mock_tfds, tmp_path):
         )
     assert 0.0 <= r["metrics"]["dropout_test_error_pct"] <= 100.0
     assert os.path.exists(tmp_path / "dropout_curves.png")
-    rows = [json.loads(l) for l in open(tmp_path / "dropout" / "metrics.jsonl")]
+    rows = [
+        json.loads(l) for l in (tmp_path / "dropout" / "metrics.jsonl").read_text().splitlines()
+    ]
     # 48 mock training examples in batches of 16: one epoch is 3 steps (under the 4-step cap).
     assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3]

@@ -72,10 +72,10 @@ def test_dropout_is_inverted_and_off_at_eval():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(activation="tanh"),
-        dict(activation="softplus", norm="layer"),
-        dict(activation="elu", residual=True, norm="layer"),
-        dict(activation="sigmoid", norm="batch"),
+        {"activation": "tanh"},
+        {"activation": "softplus", "norm": "layer"},
+        {"activation": "elu", "residual": True, "norm": "layer"},
+        {"activation": "sigmoid", "norm": "batch"},
     ],
 )
 def test_gradcheck_every_layer_kind(kwargs):

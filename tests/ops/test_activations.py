@@ -149,8 +149,8 @@ def test_softmax_gradients_match_jax_nn():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 6)).astype(np.float32))
     w = jnp.asarray(np.random.default_rng(3).normal(size=(4, 6)).astype(np.float32))
     for ours, ref in [(act.softmax, jax.nn.softmax), (act.log_softmax, jax.nn.log_softmax)]:
-        g = jax.jit(jax.grad(lambda x: jnp.sum(w * ours(x))))(x)
-        g_ref = jax.jit(jax.grad(lambda x: jnp.sum(w * ref(x))))(x)
+        g = jax.jit(jax.grad(lambda x: jnp.sum(w * ours(x))))(x)  # noqa: B023 (called at once)
+        g_ref = jax.jit(jax.grad(lambda x: jnp.sum(w * ref(x))))(x)  # noqa: B023 (called at once)
         np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
 
 

@@ -386,15 +386,15 @@ def _all_losses_on_batch(b=5, k=4):
     z = RNG.normal(size=(b, k)).astype(np.float32)
     y = RNG.integers(0, k, size=b)
     return {
-        "mse": dict(predictions=z, targets=z[::-1].copy()),
-        "mae": dict(predictions=z, targets=z[::-1].copy()),
-        "huber": dict(predictions=z, targets=z[::-1].copy()),
-        "cross_entropy": dict(logits=z, targets=y),
-        "binary_cross_entropy_with_logits": dict(logits=z, targets=(z > 0).astype(np.float32)),
-        "multiclass_hinge": dict(logits=z, labels=y),
-        "perceptron": dict(logits=z, labels=y),
-        "kl_divergence": dict(p_logits=z, q_logits=z[::-1].copy()),
-        "gaussian_kl": dict(mean=z, logvar=z[::-1].copy()),
+        "mse": {"predictions": z, "targets": z[::-1].copy()},
+        "mae": {"predictions": z, "targets": z[::-1].copy()},
+        "huber": {"predictions": z, "targets": z[::-1].copy()},
+        "cross_entropy": {"logits": z, "targets": y},
+        "binary_cross_entropy_with_logits": {"logits": z, "targets": (z > 0).astype(np.float32)},
+        "multiclass_hinge": {"logits": z, "labels": y},
+        "perceptron": {"logits": z, "labels": y},
+        "kl_divergence": {"p_logits": z, "q_logits": z[::-1].copy()},
+        "gaussian_kl": {"mean": z, "logvar": z[::-1].copy()},
     }
 
 

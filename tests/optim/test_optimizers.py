@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dl.optim import OPTIMIZERS, exponential_decay, get_optimizer, warmup_cosine
 from dl.optim import optimizers as opt
@@ -137,8 +138,8 @@ def _jitted_pairs():
         # initial_accumulator_value=0 is Adagrad's 0/0 corner when a coordinate has only zero grads.
         kw = {"initial_accumulator_value": 0.0} if name == "adagrad" else {}
         runs[name] = (
-            jax.jit(lambda g, tx=ours(0.1, **kw): _updates_over_steps(tx, x0, g)),
-            jax.jit(lambda g, tx=reference(0.1, **kw): _updates_over_steps(tx, x0, g)),
+            jax.jit(lambda g, tx=ours(0.1, **kw): _updates_over_steps(tx, x0, g)),  # noqa: B008 (binds this tx)
+            jax.jit(lambda g, tx=reference(0.1, **kw): _updates_over_steps(tx, x0, g)),  # noqa: B008 (binds this tx)
         )
     return runs
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dl.optim import (
     HalveOnRise,
@@ -145,7 +146,7 @@ def test_halving_in_a_chain_equals_halving_the_learning_rate():
         rng = np.random.default_rng(0)
         update, half_update = jax.jit(tx.update), jax.jit(half.update)
         for _ in range(5):
-            g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), _tree())
+            g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), _tree())  # noqa: B023 (called at once)
             got, state = update(g, state)
             want, half_state = half_update(g, half_state)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
