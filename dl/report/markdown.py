@@ -52,7 +52,11 @@ def report_markdown(results: list[dict[str, Any]], *, root: str) -> str:
                 f"| {_fmt(b['name'])} | {_fmt(b['paper'])} | {_fmt(b['ours'])} | {_fmt(b['target'])} "
                 f"| {verdict} | {links if i == 0 else ''} |"
             )
-    lines += ["", f"{n_pass} of {n_bars} bars pass; {n_skip} experiments skipped.", ""]
+    lines += [
+        "",
+        f"{n_pass} of {n_bars} bars pass; {n_skip} experiment{'' if n_skip == 1 else 's'} skipped.",
+        "",
+    ]
     for r in results:
         if "wall_time_s" in r:
             lines.append(

@@ -58,4 +58,4 @@ def test_report_table_rows(tmp_path):
     text = report_markdown([ok, skipped, broken], root=str(tmp_path))
     assert "| a | quick | acc | 0.9 | 0.95 | >= 0.9 | PASS | [curves.png](a/curves.png) |" in text
     assert "SKIPPED" in text and "| ValueError: x |" in text and "FAIL" in text
-    assert "1 of 2 bars pass; 1 experiments skipped." in text
+    assert "1 of 2 bars pass; 1 experiment skipped." in text
