@@ -2,10 +2,10 @@
 in a depth-independent number of steps; with scaled Gaussian weights learning slows with depth.
 
 Run:    python run.py deep_linear_orthogonal --scale quick
-Expect: quick on a 2-core CPU: about 30 s of CPU time; steps to 1% relative error, orthogonal:
-        6 at depth 2 and 9-11 at depths 5 to 50 (ratio 1.83; 1.67 and 2.0 with seeds 1 and 2,
-        bar <= 2); Gaussian: 6 at depth 2, 317 at depth 20, more than the 400-step cap from
-        depth 30 on (ratio >= 67, bar >= 5).
+Expect: quick on a 2-core CPU: about 17 s; steps to 1% relative error, orthogonal: 6 at
+        depth 2 and 9-11 at depths 5 to 50 (ratio 1.83; 1.67 and 2.0 with seeds 1 and 2,
+        bar <= 2); Gaussian: 6 at depth 2, 314 at depth 20, more than the 400-step cap from
+        depth 30 on (ratio >= 66.7 = 400 / 6, bar >= 5).
 
 Task: a network of `depth` weight matrices, x -> W_depth ... W_1 x, learns a fixed linear map
 T (the teacher; `outputs` x `width`, entries N(0, 1/width)) from whitened inputs. With input
@@ -182,7 +182,8 @@ def time_to_criterion(config, depth: int, target: jax.Array, key: jax.Array, ini
         errors.append(np.asarray(err))
         hits = first_hit(np.concatenate(errors, axis=1), config.criterion)
         median = np.median(hits.reshape(seeds, len(etas)), axis=0)  # [etas]
-        # Once some eta's median is known and no longer than the steps run, no other eta can beat it.
+        # Once some eta's median is known and no longer than the steps run, no other eta can
+        # beat it.
         if np.isfinite(median).any() and np.nanmin(median) <= len(errors) * config.chunk_steps:
             break
     errors = np.concatenate(errors, axis=1).reshape(seeds, len(etas), -1)

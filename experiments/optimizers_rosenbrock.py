@@ -2,7 +2,7 @@
 their paths over the contour lines, and the steps each needs to reach the optimum.
 
 Run:    python run.py optimizers_rosenbrock --scale quick
-Expect: quick on a 2-core CPU: about 15 s; steps to ||p - p*|| < 1e-3 (staying there), each at
+Expect: quick on a 2-core CPU: about 5 s; steps to ||p - p*|| < 1e-3 (staying there), each at
         its best grid rate: Rosenbrock SGD 9625, momentum 858; quadratic (condition number 100)
         SGD 389, momentum 148. Adadelta (both) and RMSprop (quadratic) stay outside the ball.
 

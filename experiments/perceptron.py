@@ -1,7 +1,7 @@
 """The perceptron: Novikoff's (1962) mistake bound on separable data, and its failure on XOR.
 
 Run:    python run.py perceptron --scale quick
-Expect: quick on a 2-core CPU: about 15 s; worst mistakes / (R/gamma)^2 over 200 instances
+Expect: quick on a 2-core CPU: about 3 s; worst mistakes / (R/gamma)^2 over 200 instances
         about 0.48 (Novikoff: <= 1); XOR training accuracy: perceptron at best 75%, MLP 100%.
 
 Part 1 draws linearly separable instances through the origin (`dl.data.synthetic.separable`, no
@@ -60,7 +60,7 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.seed = 0  # instance i at margin k uses seed [seed, k, i]
     c.data_dir = ""  # unused: all data here is synthetic
     c.margins = (0.05, 0.1, 0.2, 0.4)  # generator margins gamma (R = 1): bounds 400 ... 6.25
-    c.instances_per_margin = {"smoke": 3, "quick": 50, "full": 500}[scale]
+    c.instances_per_margin = {"smoke": 3, "quick": 50, "full": 500}[scale]  # per margin
     c.num_examples = {"smoke": 50, "quick": 200, "full": 1000}[scale]  # n per instance
     c.dim = 10  # input dimension; the bound does not depend on it
     c.radius = 1.0  # generator radius (the measured R is <= this)
@@ -72,7 +72,7 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     # 8 make plain gradient descent reliable
     c.mlp_activation = "tanh"  # as in Rumelhart, Hinton & Williams 1986 (sigmoid-like)
     c.mlp_learning_rate = 0.03  # Adam (dl.optim), full batch
-    c.mlp_steps = {"smoke": 100, "quick": 1000, "full": 1000}[scale]
+    c.mlp_steps = {"smoke": 100, "quick": 1000, "full": 1000}[scale]  # full-batch Adam steps
     return c
 
 

@@ -2,8 +2,8 @@
 early stopping, with train/validation curves and the test accuracy of each.
 
 Run:    python run.py regularization --scale quick
-Expect: quick on a 2-core CPU: about 45 s; mean test accuracy over 5 seeds: none 90.4%, L2
-        90.8%, L1 90.6%, dropout 90.9%, early stopping 90.9%; L1 leaves 36% of the weights below
+Expect: quick on a 2-core CPU: about 30 s; mean test accuracy over 5 seeds: none 90.4%, L2
+        90.8%, L1 90.6%, dropout 90.9%, early stopping 90.9%; L1 leaves 35% of the weights below
         1e-3 (none: 0.6%). The gains are small (0.1-0.5 points, the size of the seed spread).
 
 Setup. A wide one-hidden-layer ReLU MLP (512 units) is trained on
@@ -85,12 +85,13 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.data_dir = ""  # unused: digits ship with scikit-learn
     c.train_fraction = 0.1  # 107 of the 1077 training images (stratified, fixed)
     c.hidden = (512,)  # wide relative to 107 examples, so the plain net memorizes
-    c.activation = "relu"
+    c.activation = "relu"  # hidden units
     c.optimizer = "momentum"  # heavy ball, beta 0.9 (dl.optim): with SGD, the L2 penalty is
     # exactly weight decay (not so under Adam's rescaling)
-    c.learning_rate = 0.05
+    c.learning_rate = 0.05  # constant, shared by every arm
     c.batch_size = 32  # 4 steps per epoch on 107 images
-    c.num_epochs = {"smoke": 6, "quick": 300, "full": 500}[scale]  # quick: training loss ~1e-4
+    # Epochs per run; at quick's 300 the plain net ends at training accuracy 100%, CE ~1.5e-3.
+    c.num_epochs = {"smoke": 6, "quick": 300, "full": 500}[scale]
     c.eval_every_epochs = {"smoke": 2, "quick": 5, "full": 5}[scale]  # curve resolution
     # Strength grids, increasing (ties go to the weaker); smoke keeps one value of each.
     c.l2_grid = (1e-4, 1e-3, 1e-2) if scale != "smoke" else (1e-3,)  # lambda, lambda/2 ||W||^2

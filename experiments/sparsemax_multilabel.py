@@ -2,11 +2,11 @@
 per-label logistic (Martins & Astudillo 2016, "From Softmax to Sparsemax", Sec. 4.1, Fig. 3).
 
 Run:    python run.py sparsemax_multilabel --scale quick
-Expect: quick on a 2-core CPU: about 60 s (58 s of CPU); at K = 50 with uniform proportions
-        sparsemax's test JS divergence is below softmax's at all 10 lengths (0.045 vs 0.059 at
-        L = 200, 0.009 vs 0.022 at L = 2000), and so is its squared error; the per-label
-        logistic baseline is worst at short lengths and best in JSD from L = 1400 on. The paper
-        (Fig. 3, curves only) also has sparsemax below softmax.
+Expect: quick on a 2-core CPU: about 36 s; at K = 50 with uniform proportions sparsemax's test
+        JS divergence is below softmax's at all 10 lengths (0.045 vs 0.059 at L = 200, 0.009 vs
+        0.022 at L = 2000), and so is its squared error; the per-label logistic baseline is
+        worst at short lengths and best in JSD from L = 1400 on. The paper (Fig. 3, curves
+        only) also has sparsemax below softmax.
 
 Data (`dl.data.multilabel`): documents with Poisson(1) labels conditioned on 1 ... K, gold
 proportions q uniform over a document's labels ("uniform") or flat-Dirichlet ("random"), length ~
@@ -27,8 +27,8 @@ lambda/2 ||W||^2 (b unpenalized), full-batch L-BFGS (optax.lbfgs) to a gradient-
 The lambda path runs from the largest value in `l2_grid` down, each fit warm-started from the
 previous one (a vmap over the grid was several times slower: a batched while loop runs until
 its slowest member converges, and cold starts need 5-10x the steps); for each model, length and
-metric, the lambda with the best dev value is used on test. Test metrics, averaged over documents: squared error ||p - q||^2 and JS divergence (natural
-log, at most log 2 ~ 0.693).
+metric, the lambda with the best dev value is used on test. Test metrics, averaged over
+documents: squared error ||p - q||^2 and JS divergence (natural log, at most log 2 ~ 0.693).
 """
 
 from __future__ import annotations
