@@ -289,8 +289,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     bars = [
         at_least(
-            f"optimizers reaching {config.threshold:.0%} val accuracy in "
-            f"{config.num_epochs} epochs (of {len(config.optimizers)})",
+            f"optimizers (of {len(config.optimizers)}) reaching {config.threshold:.0%} val "
+            f"accuracy within {config.num_epochs} epochs",
             reached,
             config.min_reaching,
             paper="-",
@@ -299,6 +299,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     never = float("inf")
     sgd_epochs = table.get("sgd", {}).get("epochs_to_threshold")
     sgd_e = never if sgd_epochs is None else float(sgd_epochs)
+    sgd_text = f"never in {config.num_epochs}" if sgd_e == never else f"{sgd_e:g}"
     for name in FAST_METHODS:
         if name in table and "sgd" in table:
             e = table[name]["epochs_to_threshold"]
@@ -308,7 +309,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 Bar(
                     f"{name}: epochs to {config.threshold:.0%} (<= SGD's)",
                     e,
-                    f"<= {sgd_e:g} (SGD)",
+                    f"<= SGD's ({sgd_text})",
                     bool(e <= sgd_e and e < never),
                     "Kingma & Ba 2015 Fig. 2: faster than SGD",
                 )
