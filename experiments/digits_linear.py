@@ -42,6 +42,7 @@ from dl.ops.losses import cross_entropy, multiclass_hinge
 from dl.optim.optimizers import adam
 from dl.optim.schedules import warmup_cosine
 from dl.report import at_most
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Multinomial logistic regression (Cox 1966); multiclass SVM (Crammer & Singer "
@@ -248,6 +249,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             results[c] = (params, int(iters), seconds, est, sk_seconds, sk_converged)
             val_ours.append(accuracy(params, val))
             val_sk.append(float(est.score(val.x, val.y)))
+            # L-BFGS's while_loop and Adam's scan keep no per-step history: one row per fit,
+            # at step = its iterations, with what is evaluated there.
+            write_history(
+                workdir,
+                {"val_accuracy": val_ours[-1:], "sklearn_val_accuracy": val_sk[-1:]},
+                labels={"classifier": model, "C": c},
+                steps=[int(iters)],
+                append=(model, c) != (MODELS[0], grid[0]),
+            )
         # Ties go to the smallest C (the most regularized model): first index of the maximum.
         best_c = grid[int(np.argmax(val_ours))]
         params, iters, seconds, est, sk_seconds, sk_converged = results[best_c]

@@ -56,6 +56,7 @@ from dl.report import (
     at_most,
     plots,
 )
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Glorot & Bengio 2010, Understanding the difficulty of training deep "
@@ -314,6 +315,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
         grid_lrs = jnp.asarray(np.tile(lrs, len(INITS)))
         out = train_grid(models[INITS[0]], stacked, grid_lrs, splits, config, config.seed)
+        cols = {"val_error": 1, "test_error": 2, "train_loss": 3}  # per evaluation, per network
+        write_history(
+            workdir,
+            {k: np.stack([e[i] for e in out["curve"]], 1) for k, i in cols.items()},
+            labels={
+                "activation": act,
+                "init": np.repeat(INITS, len(lrs)),
+                "learning_rate": grid_lrs,
+            },
+            steps=[e[0] for e in out["curve"]],
+            append=act != ACTIVATIONS[0],
+        )
         for k, init in enumerate(INITS):
             rows = slice(k * len(lrs), (k + 1) * len(lrs))
             j = k * len(lrs) + int(np.argmin(out["best_val"][rows]))  # rate chosen on validation

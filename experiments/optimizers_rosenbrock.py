@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 
 from dl.optim.optimizers import OPTIMIZERS, get_optimizer
 from dl.report import Bar
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Polyak 1964 and Rumelhart, Hinton & Williams 1986 (momentum); Nesterov 1983; "
@@ -282,6 +283,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = compare(config)
     plot_paths(results, config, f"{workdir}/paths.png")
     plot_distances(results, f"{workdir}/distance.png")
+    # History: distance to the optimum after 0..T steps at each optimizer's chosen rate (about
+    # 500 rows per curve; the other rates' paths are summarized by steps_per_rate).
+    for i, (problem, name, r) in enumerate(
+        (p, n, r) for p, per_opt in results.items() for n, r in per_opt.items()
+    ):
+        labels = {"problem": problem, "optimizer": name, "learning_rate": r["learning_rate"]}
+        every = max(1, (len(r["distance"]) - 1) // 500)
+        write_history(
+            workdir,
+            {"distance": r["distance"]},
+            labels=labels,
+            every=every,
+            steps=np.arange(len(r["distance"])),
+            append=i > 0,
+        )
     table = {
         problem: {
             name: {

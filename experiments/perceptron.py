@@ -38,6 +38,7 @@ from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_loss
 from dl.optim.optimizers import adam
 from dl.report import Bar, at_least, at_most
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Rosenblatt 1958 (perceptron); Novikoff 1962 (mistake bound); "
@@ -164,7 +165,7 @@ def run_xor(config) -> dict:
     def fit(params):
         return jax.lax.scan(step, (params, tx.init(params)), jnp.arange(config.mlp_steps))
 
-    (params, _), (losses, _train_accs) = fit(params)
+    (params, _), (losses, train_accs) = fit(params)
     logits = model.apply({"params": params}, batch["x"])
     mlp_acc = float(jnp.mean(jnp.argmax(logits, -1) == batch["y"]))
 
@@ -184,6 +185,7 @@ def run_xor(config) -> dict:
         "perceptron_pass_mistakes": np.asarray(pass_mistakes),
         "mlp_acc": mlp_acc,
         "mlp_final_loss": float(losses[-1]),
+        "mlp_history": {"loss": np.asarray(losses), "accuracy": np.asarray(train_accs)},
         "mlp_predict": mlp_predict,
         "perceptron_predict": perceptron_predict,
     }
@@ -248,6 +250,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     xr = run_xor(config)
     plot_novikoff(nov, f"{workdir}/novikoff.png")
     plot_xor(xr, f"{workdir}/xor_regions.png")
+    # History: XOR per perceptron pass (step = epoch) and per MLP step. The Novikoff runs'
+    # while_loop keeps only totals per instance (summarized in results.json), no history.
+    pass_hist = {"mistakes": xr["perceptron_pass_mistakes"], "accuracy": xr["perceptron_accs"]}
+    write_history(workdir, pass_hist, labels={"arm": "xor_perceptron"})
+    write_history(workdir, xr["mlp_history"], labels={"arm": "xor_mlp"}, append=True)
 
     n_inst = len(ratio)
     best_perceptron = float(xr["perceptron_accs"].max())

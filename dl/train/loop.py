@@ -57,6 +57,68 @@ class MetricsWriter:
         self.rows.extend(rows)
 
 
+def _json_column(values: Any) -> list:
+    """An array as JSON-ready Python values: numpy scalars become Python ones, NaN and inf
+    become None (JSON null; `json.dumps` would write NaN, which is not JSON)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fc":
+        obj = arr.astype(object)
+        obj[~np.isfinite(arr)] = None
+        return obj.tolist()
+    return arr.tolist()
+
+
+def write_history(
+    workdir: str,
+    history: dict[str, Any],
+    *,
+    labels: dict[str, Any] | None = None,
+    every: int = 1,
+    steps: Sequence[int] | np.ndarray | None = None,
+    append: bool = False,
+) -> int:
+    """Writes a history computed as arrays (a scan, a `dl.train.sweep`) to `workdir/metrics.jsonl`
+    as the loop's JSON rows; returns the number of rows written.
+
+    Args:
+      history: {name: array}, all [T] (one run) or all [n, T] (n models, e.g.
+        `SweepResult.metrics`).
+      labels: constants added to every row ({"optimizer": "adam"}), or per-model [n] arrays
+        (a sweep's hyperparameters) when history is [n, T].
+      steps: [T] ints, the step (or epoch) each entry t is recorded at; default t + 1 (steps
+        completed, as the loop counts them).
+      every: stride over t; keeps t = 0, every, 2 * every, ... and always the last entry. The
+        default 1 keeps every step: pass a stride for long histories so that the file stays
+        at a few thousand rows.
+      append: add to the file rather than replace it (several arms of one experiment).
+    Rows: {"step", "model" (only for [n, T]), **labels, **{name: value}}; non-finite values
+    are written as null, so every row is strict JSON.
+    """
+    cols = {k: np.asarray(v) for k, v in history.items()}
+    shape = next(iter(cols.values())).shape
+    if len(shape) not in (1, 2) or any(c.shape != shape for c in cols.values()):
+        raise ValueError(
+            f"history must be all [T] or all [n, T], got {[c.shape for c in cols.values()]}"
+        )
+    num_steps = shape[-1]
+    steps = np.asarray(np.arange(1, num_steps + 1) if steps is None else steps).tolist()
+    ts = np.unique(np.r_[np.arange(0, num_steps, max(int(every), 1)), num_steps - 1])
+    models = range(shape[0]) if len(shape) == 2 else [None]
+    labels = labels or {}
+    rows = []
+    for i in models:
+        const = {"model": i} if i is not None else {}
+        for k, v in labels.items():
+            v = np.asarray(v)
+            const[k] = _json_column(v[i] if i is not None and v.ndim else v)
+        picked = {k: _json_column(c[i, ts] if i is not None else c[ts]) for k, c in cols.items()}
+        for j, t in enumerate(ts.tolist()):
+            rows.append({"step": steps[t], **const, **{k: c[j] for k, c in picked.items()}})
+    with open(os.path.join(workdir, "metrics.jsonl"), "a" if append else "w") as f:
+        f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in rows)
+    return len(rows)
+
+
 def train(
     state: TrainState,
     *,

@@ -32,6 +32,11 @@ def test_smoke(tmp_path):
     assert abs(m["logistic_objective_rel_gap"]) < 1e-4
     assert m["logistic_iterations"] < digits_linear.get_config("smoke").lbfgs_max_iter
     assert len(results["bars"]) == 2
+    # One row per fit (classifier x C): the solvers keep no per-step history.
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(digits_linear.get_config("smoke").c_grid)
+    keys = {"step", "classifier", "C", "val_accuracy", "sklearn_val_accuracy"}
+    assert all(set(r) == keys and r["step"] >= 1 for r in rows)
 
 
 def _problem(seed=0, n=200):

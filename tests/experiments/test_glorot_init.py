@@ -107,6 +107,13 @@ def test_smoke_artifacts(smoke):
     with open(workdir / "results.json") as f:
         assert json.load(f)["experiment"] == "glorot_init"
     assert len(results["bars"]) == 3
+    # History: every network (activation x init x rate) at every evaluation.
+    config = gi.get_config("smoke")
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    nets = len(gi.ACTIVATIONS) * len(gi.INITS) * len(config.learning_rates)
+    assert len(rows) == nets * config.num_steps // config.eval_every
+    keys = {"step", "model", "activation", "init", "learning_rate", "val_error", "test_error"}
+    assert set(rows[0]) == keys | {"train_loss"} and rows[-1]["step"] == config.num_steps
 
 
 def test_smoke_metrics_are_sane(smoke):

@@ -52,6 +52,11 @@ def test_smoke(tmp_path):
                 assert float(row["final_distance"]) < config.tolerance
     assert len(results["bars"]) == 2
     assert all(isinstance(b["passed"], bool) for b in results["bars"])
+    # History: each optimizer's distance after 0..T steps at its chosen rate (stride 1 at smoke).
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == len(SMOKE_OPTIMIZERS) * sum(t + 1 for t in budgets.values())
+    assert set(rows[0]) == {"step", "problem", "optimizer", "learning_rate", "distance"}
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == config.quadratic_steps
 
 
 _rosenbrock_and_grad = jax.jit(jax.value_and_grad(exp.rosenbrock))  # compiled once for all examples

@@ -27,6 +27,12 @@ def test_smoke(tmp_path):
     assert 0.0 < m["xor_perceptron_best_accuracy"] < 1.0
     assert 0.0 <= m["xor_mlp_accuracy"] <= 1.0 and math.isfinite(m["xor_mlp_final_loss"])
     assert len(results["bars"]) == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_arm = {arm: [r for r in rows if r["arm"] == arm] for arm in ("xor_perceptron", "xor_mlp")}
+    assert len(by_arm["xor_perceptron"]) == config.xor_perceptron_epochs
+    assert set(by_arm["xor_perceptron"][0]) == {"step", "arm", "mistakes", "accuracy"}
+    assert len(by_arm["xor_mlp"]) == config.mlp_steps == len(rows) - config.xor_perceptron_epochs
+    assert set(by_arm["xor_mlp"][-1]) == {"step", "arm", "loss", "accuracy"}
     assert all(isinstance(b["passed"], bool) for b in results["bars"])
 
 

@@ -193,3 +193,49 @@ def test_eight_devices_match_one(tmp_path):
             np.testing.assert_allclose(
                 rb[k], ra[k], rtol=1e-5, atol=1e-6, err_msg=f"{k} @ {ra['step']}"
             )
+
+
+def test_write_history_round_trip_nan_and_stride(tmp_path):
+    """`write_history`: strict-JSON rows (NaN and inf as null), per-model labels, the stride
+    keeps the last step, and append adds a second arm."""
+    from dl.train.loop import write_history
+
+    loss = np.array([[1.0, np.nan, 0.5, 0.25, np.inf], [2.0, 1.0, 0.5, 0.1, 0.05]], np.float32)
+    hp = {"learning_rate": np.array([0.1, 0.01]), "optimizer": "adam"}
+    n = write_history(
+        str(tmp_path), {"loss": loss, "mistakes": np.arange(10).reshape(2, 5)}, labels=hp, every=2
+    )
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=pytest.fail) for line in lines]
+    assert n == len(rows) == 6
+    assert [(r["model"], r["step"]) for r in rows] == [
+        (0, 1),
+        (0, 3),
+        (0, 5),
+        (1, 1),
+        (1, 3),
+        (1, 5),
+    ]
+    assert rows[0] == {
+        "step": 1,
+        "model": 0,
+        "learning_rate": 0.1,
+        "optimizer": "adam",
+        "loss": 1.0,
+        "mistakes": 0,
+    }
+    assert rows[2]["loss"] is None and rows[1]["loss"] == 0.5 and rows[4]["learning_rate"] == 0.01
+    write_history(
+        str(tmp_path),
+        {"loss": np.array([np.nan, 3.0])},
+        labels={"depth": 50},
+        steps=[0, 1],
+        append=True,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and rows[-2:] == [
+        {"step": 0, "depth": 50, "loss": None},
+        {"step": 1, "depth": 50, "loss": 3.0},
+    ]
+    write_history(str(tmp_path), {"loss": np.ones(3)})  # replaces the file by default
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
