@@ -54,6 +54,7 @@ import matplotlib.pyplot as plt
 
 from dl.ops.initializers import lecun_normal, orthogonal
 from dl.report import at_least, at_most
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of "
@@ -256,6 +257,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     _plot_steps(results, config, f"{workdir}/steps_vs_depth.png")
     _plot_curves(results, config, f"{workdir}/error_curves.png")
+    for i, (init, d) in enumerate((init, d) for init in INITS for d in config.depths):
+        r = results[init][d]  # history: mean relative error after t steps at the chosen eta
+        labels = {"init": init, "depth": d, "eta": r["eta"]}
+        curve = {"relative_error": r["curve"]}
+        write_history(workdir, curve, labels=labels, steps=np.arange(len(r["curve"])), append=i > 0)
     singular_values = np.linalg.svd(np.asarray(t), compute_uv=False)
     metrics = {
         "table": table,

@@ -71,6 +71,7 @@ from dl.optim.least_squares import levenberg_marquardt
 from dl.optim.optimizers import adam
 from dl.optim.schedules import warmup_cosine
 from dl.report import Bar, at_most
+from dl.train.loop import write_history
 from dl.train.state import param_count
 
 PAPER = {
@@ -366,6 +367,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     deep = deep_sawtooth(config)
     plot_width(sweep, f"{workdir}/width_error.png")
     plot_sawtooth(shallow, deep, config.k, config.target_rms, f"{workdir}/sawtooth.png")
+    # No history (LM and the deep scan keep final values): one row per net at step = its
+    # training steps (the best candidate per width; each seed of the trained deep net).
+    lm = [
+        ("tanh_width", sweep, config.lm_steps),
+        ("relu_sawtooth", shallow, config.shallow_lm_steps),
+    ]
+    for i, (part, out, steps) in enumerate(lm):
+        hist = {"rms": out["rms"][:, None], "max_error": out["max"][:, None]}
+        labels = {"part": part, "width": out["widths"]}
+        write_history(workdir, hist, labels=labels, steps=[steps], append=i > 0)
+    hist, labels = {"rms": deep["trained_rms_all"][:, None]}, {"part": "deep_trained"}
+    write_history(workdir, hist, labels=labels, steps=[config.deep_train_steps], append=True)
 
     rms, widths = sweep["rms"], sweep["widths"]
     ok = shallow["rms"] <= config.target_rms

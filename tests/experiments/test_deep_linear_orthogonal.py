@@ -116,5 +116,9 @@ def test_smoke(tmp_path):
             )
     assert m["ratio_orthogonal"] > 0 and m["ratio_gaussian"] > 0
     assert len(results["bars"]) == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    runs = sum(row[f"{init}_steps_run"] for row in m["table"] for init in dlo.INITS)
+    assert len(rows) == runs and rows[0]["step"] == 0  # every step of every (init, depth) curve
+    assert set(rows[0]) == {"step", "init", "depth", "eta", "relative_error"}
     sv = np.array(m["teacher_singular_values"])
     assert sv.shape == (config.outputs,) and np.all(sv > 0)

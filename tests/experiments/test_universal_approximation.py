@@ -43,6 +43,15 @@ def test_smoke(tmp_path):
         )["params"]
     )
     assert len(results["bars"]) == 4
+    # No history: one final row per net (best candidate per width, each deep seed).
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    parts = [r["part"] for r in rows]
+    assert parts.count("tanh_width") == len(config.widths)
+    assert parts.count("relu_sawtooth") == len(config.shallow_widths)
+    assert parts.count("deep_trained") == config.deep_train_seeds
+    assert len(rows) == len(config.widths) + len(config.shallow_widths) + config.deep_train_seeds
+    assert set(rows[0]) == {"step", "model", "part", "width", "rms", "max_error"}
+    assert rows[0]["step"] == config.lm_steps and rows[-1]["step"] == config.deep_train_steps
 
 
 def test_monotone_check():
