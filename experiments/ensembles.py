@@ -50,6 +50,7 @@ from dl.ops.regularizers import l2_penalty
 from dl.optim.optimizers import adam
 from dl.report import Bar
 from dl.train import sweep
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Hansen & Salamon 1990, Neural network ensembles, IEEE TPAMI 12(10); Dietterich "
@@ -210,6 +211,7 @@ def train_members(config) -> dict:
         "test_probs": np.asarray(predict(result.params, test.x)),
         "test_labels": test.y,
         "final_loss": np.asarray(result.metrics["data_loss"][:, -1]),
+        "history": jax.device_get(result.metrics),  # [members, steps] each
         "steps": steps,
         "compile_s": compile_s,
         "train_s": train_s,
@@ -242,6 +244,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if config.members % n:
             raise ValueError(f"ensemble size {n} does not divide members={config.members}")
     res = train_members(config)
+    # History: every member's sweep metrics at step 1 and at the end of each epoch.
+    write_history(workdir, res["history"], every=res["steps"] // config.num_epochs)
     probs, labels = res["test_probs"], res["test_labels"]
     table = []
     for n in config.ensemble_sizes:

@@ -57,6 +57,7 @@ from dl.ops.regularizers import l2_penalty
 from dl.optim.optimizers import sgd
 from dl.report import Bar, at_least
 from dl.train import sweep
+from dl.train.loop import write_history
 
 PAPER = {
     "citation": "Bergstra & Bengio 2012, Random search for hyper-parameter optimization, JMLR "
@@ -194,7 +195,7 @@ def search_inputs(config, train, steps: int, search: int):
 SEARCHES = ("grid", "random", "fixed_box/grid", "fixed_box/random")  # (box, method)
 
 
-def run_searches(config) -> dict:
+def run_searches(config, workdir: str) -> dict:
     splits = data.load("digits")
     train, val, test = splits["train"], splits["val"], splits["test"]
     model = MLP(hidden=tuple(config.hidden), out=10, activation=config.activation)
@@ -220,7 +221,16 @@ def run_searches(config) -> dict:
                 if name.endswith("grid")
                 else random_points(config, s, lo, hi)
             )
-            result = train_all(keys, to_hparams(points), batches)
+            hparams = to_hparams(points)
+            result = train_all(keys, hparams, batches)
+            # History: the sweep's per-step metrics, one row per epoch (and step 1) per trial.
+            write_history(
+                workdir,
+                result.metrics,
+                labels={"search": s, "method": name, **hparams},
+                every=steps // config.num_epochs,
+                append=(s, name) != (0, SEARCHES[0]),
+            )
             val_acc, val_ce = evaluate(result.params, val.x, val.y)
             test_acc, _ = evaluate(result.params, test.x, test.y)
             for key, value in (
@@ -346,7 +356,7 @@ def plot_best(summary: dict, path: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    res = run_searches(config)
+    res = run_searches(config, workdir)
     records, timing = res["records"], res["timing"]
     summary = summarize(records)
     plot_trials(config, records, f"{workdir}/trials.png")

@@ -87,9 +87,9 @@ def write_history(
         (a sweep's hyperparameters) when history is [n, T].
       steps: [T] ints, the step (or epoch) each entry t is recorded at; default t + 1 (steps
         completed, as the loop counts them).
-      every: stride over t; keeps t = 0, every, 2 * every, ... and always the last entry. The
-        default 1 keeps every step: pass a stride for long histories so that the file stays
-        at a few thousand rows.
+      every: stride: keeps the entries whose step is a multiple of `every`, and the first and
+        last. The default 1 keeps every entry: pass a stride for long histories (e.g. steps per
+        epoch) so that a run writes thousands of rows, not millions.
       append: add to the file rather than replace it (several arms of one experiment).
     Rows: {"step", "model" (only for [n, T]), **labels, **{name: value}}; non-finite values
     are written as null, so every row is strict JSON.
@@ -101,8 +101,9 @@ def write_history(
             f"history must be all [T] or all [n, T], got {[c.shape for c in cols.values()]}"
         )
     num_steps = shape[-1]
-    steps = np.asarray(np.arange(1, num_steps + 1) if steps is None else steps).tolist()
-    ts = np.unique(np.r_[np.arange(0, num_steps, max(int(every), 1)), num_steps - 1])
+    steps = np.asarray(np.arange(1, num_steps + 1) if steps is None else steps)
+    ts = np.flatnonzero((steps % every == 0) | np.isin(np.arange(num_steps), [0, num_steps - 1]))
+    steps = steps.tolist()
     models = range(shape[0]) if len(shape) == 2 else [None]
     labels = labels or {}
     rows = []

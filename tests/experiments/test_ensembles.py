@@ -111,6 +111,9 @@ def test_smoke(tmp_path):
     m = results["metrics"]
     config = ensembles.get_config("smoke")
     assert [row["members"] for row in m["table"]] == list(config.ensemble_sizes)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == config.members * (config.num_epochs + 1)  # step 1 and each epoch's end
+    assert {"step", "model", "loss", "data_loss", "grad_norm"} <= set(rows[0])
     assert [row["groups"] for row in m["table"]] == [
         config.members // n for n in config.ensemble_sizes
     ]

@@ -99,6 +99,12 @@ def test_smoke(tmp_path):
     # far more than the L2 penalty does.
     assert m["val_acc_range_across_lr"] > 3 * m["val_acc_range_across_l2"]
     assert m["sweep_compile_s"] > 0
+    # History: every trial's sweep metrics at step 1 and at the end of each epoch.
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    per_trial = config.num_epochs + 1
+    assert len(rows) == config.num_searches * len(hs.SEARCHES) * config.trials * per_trial
+    assert {"step", "model", "search", "method", "learning_rate", "l2", "loss"} <= set(rows[0])
+    assert rows[per_trial - 1]["step"] == m["steps_per_trial"]
     assert [b["name"].split(":")[0] for b in results["bars"]] == [
         f"mean best val accuracy over {config.num_searches} searches"
     ]

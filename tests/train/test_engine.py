@@ -197,7 +197,7 @@ def test_eight_devices_match_one(tmp_path):
 
 def test_write_history_round_trip_nan_and_stride(tmp_path):
     """`write_history`: strict-JSON rows (NaN and inf as null), per-model labels, the stride
-    keeps the last step, and append adds a second arm."""
+    keeps the first and last steps, and append adds a second arm."""
     from dl.train.loop import write_history
 
     loss = np.array([[1.0, np.nan, 0.5, 0.25, np.inf], [2.0, 1.0, 0.5, 0.1, 0.05]], np.float32)
@@ -207,15 +207,8 @@ def test_write_history_round_trip_nan_and_stride(tmp_path):
     )
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line, parse_constant=pytest.fail) for line in lines]
-    assert n == len(rows) == 6
-    assert [(r["model"], r["step"]) for r in rows] == [
-        (0, 1),
-        (0, 3),
-        (0, 5),
-        (1, 1),
-        (1, 3),
-        (1, 5),
-    ]
+    assert n == len(rows) == 8  # steps 1 (first), 2, 4 (multiples of 2) and 5 (last)
+    assert [(r["model"], r["step"]) for r in rows] == [(i, t) for i in (0, 1) for t in (1, 2, 4, 5)]
     assert rows[0] == {
         "step": 1,
         "model": 0,
@@ -224,7 +217,8 @@ def test_write_history_round_trip_nan_and_stride(tmp_path):
         "loss": 1.0,
         "mistakes": 0,
     }
-    assert rows[2]["loss"] is None and rows[1]["loss"] == 0.5 and rows[4]["learning_rate"] == 0.01
+    assert [r["loss"] for r in rows[:4]] == [1.0, None, 0.25, None]  # NaN and inf: null
+    assert rows[6]["learning_rate"] == 0.01 and rows[6]["mistakes"] == 8
     write_history(
         str(tmp_path),
         {"loss": np.array([np.nan, 3.0])},
@@ -233,7 +227,7 @@ def test_write_history_round_trip_nan_and_stride(tmp_path):
         append=True,
     )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and rows[-2:] == [
+    assert len(rows) == 10 and rows[-2:] == [
         {"step": 0, "depth": 50, "loss": None},
         {"step": 1, "depth": 50, "loss": 3.0},
     ]
