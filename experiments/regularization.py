@@ -58,6 +58,7 @@ from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.ops import regularizers
 from dl.report import Bar
+from dl.train.loop import write_history
 from dl.train.step import train_step
 from dl.train.supervised import fit, init_state
 
@@ -363,6 +364,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = time.perf_counter()
     runs = _grid_runs(config, splits, seeds, tx)
     grid_time = time.perf_counter() - start
+    for i, r in enumerate(runs):  # curves at step = epoch; early stopping writes its own (subdirs)
+        curves = {k: r[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+        labels = {k: r[k] for k in ("arm", "strength", "seed")}
+        write_history(workdir, curves, labels=labels, steps=r["epochs"], append=i > 0)
     start = time.perf_counter()
     early = _early_stopping_runs(config, splits, seeds, tx, workdir)
     early_time = time.perf_counter() - start

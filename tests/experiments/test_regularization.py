@@ -34,6 +34,14 @@ def test_smoke(tmp_path):
         assert math.isfinite(row["train_loss"]) and 0.0 <= row["zero_fraction"] <= 1.0
         assert len(row["test_accuracy_per_seed"]) == reg.get_config("smoke").num_seeds
     assert len(results["bars"]) == 4
+    # History: the vmapped grid's curves (step = epoch); early stopping's, from fit, per seed.
+    config = reg.get_config("smoke")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    runs = 1 + len(config.l2_grid) + len(config.l1_grid) + len(config.dropout_grid)
+    assert len(rows) == runs * config.num_seeds * (config.num_epochs // config.eval_every_epochs)
+    curves = {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    assert set(rows[0]) == {"step", "arm", "strength", "seed"} | curves
+    assert os.path.getsize(tmp_path / f"early_stopping_seed{config.seed}" / "metrics.jsonl") > 0
 
 
 def _small_problem(batch_size=16):
