@@ -4,6 +4,7 @@ after another -- the problem and timing of `experiments/hyperparameter_search.py
 
 Run:    python -m benchmarks.sweep_vmap [--hidden 16] [--batch-size 16] [--epochs 10]
                                         [--table] [--engine] [--repeats 7] [--json PATH]
+                                        [--no-torch] [--no-torch-compile]
 Expect: see BENCHMARKS.md for the figures on the 2-core CPU.
 
 Sequential baselines, each compiled once and timed after a warm-up call:
@@ -15,6 +16,10 @@ Sequential baselines, each compiled once and timed after a warm-up call:
            serves all 16 configurations. Its parameters are checked equal to the sweep's (for
            models with a rate <= 0.1: above, SGD here is chaotic and rounding differences
            between any two programs grow exponentially).
+PyTorch (at the main size; `benchmarks.sweep_vmap_torch`): the same 16 trainings from the same
+initial parameters, one after another in eager PyTorch and all at once with `torch.func.vmap`
+(and that step under `torch.compile`), timed interleaved with the JAX sweep; their first losses
+are checked equal to the sweep's.
 Repeats are interleaved so that background load hits every variant alike; medians reported.
 `--table` repeats the measurement over model sizes (hidden width = batch size), showing where
 stacking models pays: when one model's step is dominated by fixed per-step costs. `--scaling`
@@ -35,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import matmul_peak, sweep_vmap_torch
 from dl import data
 from dl.nn.mlp import MLP
 from dl.ops.losses import cross_entropy
@@ -107,11 +113,17 @@ def measure(
     models: int,
     repeats: int,
     engine: bool,
+    torch: bool = False,
+    torch_compile: bool = False,
+    steps: int = 0,
     seed: int = 0,
 ) -> dict:
+    """One row: the sweep against sequential scans (`sweep.time_against_sequential`), the engine
+    loop if `engine`, the PyTorch implementations (`sweep_vmap_torch.compare`) if `torch`.
+    `steps` > 0 replaces `epochs` epochs of steps (for smoke tests)."""
     train = data.load("digits")["train"]
     loader = data.Loader(train, batch_size, seed=seed)
-    num_steps = epochs * loader.steps_per_epoch
+    num_steps = steps or epochs * loader.steps_per_epoch
     batches = jax.device_put(sweep.stack_batches(loader.batch, num_steps))
     model = MLP(hidden=(hidden,), out=10, activation="tanh")
     init_fn, make_loss, make_tx = factories(model, train.x.shape[1])
@@ -164,6 +176,16 @@ def measure(
             runs.append(time.perf_counter() - start)
         res["engine_s"] = statistics.median(runs)
         res["speedup_vs_engine"] = res["engine_s"] / res["sweep_s"]
+    if torch:
+        res["torch"] = sweep_vmap_torch.compare(
+            swept,
+            keys,
+            hparams,
+            batches,
+            init_fn=init_fn,
+            repeats=repeats,
+            torch_compile=torch_compile,
+        )
     return res
 
 
@@ -179,6 +201,8 @@ def format_row(r: dict) -> str:
             f"\n{'':35s}engine loop {r['engine_s'] * 1e3:8.1f} ms  speedup "
             f"{r['speedup_vs_engine']:5.1f}x  (parity {r['engine_parity_max_abs_diff']:.1e})"
         )
+    if "torch" in r:
+        row += "\n" + sweep_vmap_torch.format_compare(r["torch"])
     return row
 
 
@@ -204,8 +228,25 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--scaling", action="store_true", help=f"also {SCALING_MODELS} models at the main size"
     )
+    p.add_argument(
+        "--steps", type=int, default=0, help="train steps at the main size, if > 0, not epochs"
+    )
+    p.add_argument(
+        "--no-torch", dest="torch", action="store_false", help="skip the PyTorch side (main size)"
+    )
+    p.add_argument(
+        "--no-torch-compile",
+        dest="torch_compile",
+        action="store_false",
+        help="skip torch.compile of the torch vmap step (about 20 s to compile on 2 cores)",
+    )
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
+    notes = {}
+    if args.torch and matmul_peak.torch_device() != "cpu":
+        notes["torch"] = (
+            "skipped: PyTorch missing, or JAX not on the CPU (the torch side is CPU-only)"
+        )
     common = {
         "epochs": args.epochs,
         "models": args.models,
@@ -215,9 +256,19 @@ def main(argv=None) -> dict:
     result = {
         "loadavg_1min_start": os.getloadavg()[0],
         "device": jax.devices()[0].device_kind,
-        "main": measure(hidden=args.hidden, batch_size=args.batch_size, **common),
+        "main": measure(
+            hidden=args.hidden,
+            batch_size=args.batch_size,
+            torch=args.torch and not notes,
+            torch_compile=args.torch_compile,
+            steps=args.steps,
+            **common,
+        ),
+        "notes": notes,
     }
     print(format_row(result["main"]), flush=True)
+    for k, v in notes.items():
+        print(f"note: {k}: {v}")
     if args.table:
         result["table"] = []
         for size in TABLE_SIZES:

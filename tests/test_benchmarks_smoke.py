@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import matmul_peak, mlp_step
+from benchmarks import matmul_peak, mlp_step, sweep_vmap, sweep_vmap_torch
 
 
 def test_step_flops_closed_form():
@@ -92,3 +92,53 @@ def test_mlp_step_cli(tmp_path, capsys):
         # otherwise the two sides are not timing the same computation.
         np.testing.assert_allclose(torch_res["warmup_losses"], jax_res["warmup_losses"], rtol=1e-5)
         assert res["parity_max_abs_loss_diff"] < 1e-4
+
+
+def test_sweep_vmap_torch_cli(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "sweep.json"
+    res = sweep_vmap.main(
+        [
+            "--steps",
+            "4",
+            "--models",
+            "2",
+            "--hidden",
+            "4",
+            "--batch-size",
+            "4",
+            "--repeats",
+            "2",
+            "--no-torch-compile",
+            "--json",
+            str(path),
+        ]
+    )
+    main = res["main"]
+    assert main["steps"] == 4 and main["models"] == 2
+    assert json.loads(path.read_text())["main"]["torch"]["ratios"] == pytest.approx(
+        main["torch"]["ratios"]
+    )
+    assert "torch vmap" in capsys.readouterr().out
+    results = main["torch"]["results"]
+    assert set(results) == {"jax sweep", "torch sequential", "torch vmap"}
+    for name in ("torch sequential", "torch vmap"):
+        ratio = results["jax sweep"]["steps_per_s"] / results[name]["steps_per_s"]
+        assert main["torch"]["ratios"][sweep_vmap_torch.ratio_key(name)] == pytest.approx(ratio)
+        assert len(results[name]["seconds"]) == 2 and all(s > 0 for s in results[name]["seconds"])
+    # Same initial parameters, hyperparameters, batches and loss: each PyTorch implementation's
+    # first losses of every model must be the JAX sweep's, otherwise the two sides do not time
+    # the same trainings.
+    losses = main["torch"]["parity_losses"]
+    assert np.shape(losses["jax sweep"]) == (2, sweep_vmap_torch.PARITY_STEPS)
+    for name in ("torch sequential", "torch vmap"):
+        np.testing.assert_allclose(losses[name], losses["jax sweep"], rtol=0, atol=1e-5)
+    assert main["torch"]["parity_max_abs_loss_diff"] < 1e-5
+
+
+def test_sweep_vmap_no_torch():
+    res = sweep_vmap.main(
+        ["--steps", "2", "--models", "2", "--hidden", "4", "--batch-size", "4", "--repeats", "1"]
+        + ["--no-torch"]
+    )
+    assert "torch" not in res["main"] and res["main"]["sweep_s"] > 0
