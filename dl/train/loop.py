@@ -68,17 +68,14 @@ def _json_column(values: Any) -> list:
     return arr.tolist()
 
 
-def write_history(
-    workdir: str,
+def history_rows(
     history: dict[str, Any],
     *,
     labels: dict[str, Any] | None = None,
     every: int = 1,
     steps: Sequence[int] | np.ndarray | None = None,
-    append: bool = False,
-) -> int:
-    """Writes a history computed as arrays (a scan, a `dl.train.sweep`) to `workdir/metrics.jsonl`
-    as the loop's JSON rows; returns the number of rows written.
+) -> list[dict[str, Any]]:
+    """A history computed as arrays (a scan, a `dl.train.sweep`) as the loop's JSON-ready rows.
 
     Args:
       history: {name: array}, all [T] (one run) or all [n, T] (n models, e.g.
@@ -90,7 +87,6 @@ def write_history(
       every: stride: keeps the entries whose step is a multiple of `every`, and the first and
         last. The default 1 keeps every entry: pass a stride for long histories (e.g. steps per
         epoch) so that a run writes thousands of rows, not millions.
-      append: add to the file rather than replace it (several arms of one experiment).
     Rows: {"step", "model" (only for [n, T]), **labels, **{name: value}}; non-finite values
     are written as null, so every row is strict JSON.
     """
@@ -115,6 +111,24 @@ def write_history(
         picked = {k: _json_column(c[i, ts] if i is not None else c[ts]) for k, c in cols.items()}
         for j, t in enumerate(ts.tolist()):
             rows.append({"step": steps[t], **const, **{k: c[j] for k, c in picked.items()}})
+    return rows
+
+
+def write_history(
+    workdir: str,
+    history: dict[str, Any],
+    *,
+    labels: dict[str, Any] | None = None,
+    every: int = 1,
+    steps: Sequence[int] | np.ndarray | None = None,
+    append: bool = False,
+) -> int:
+    """Writes a history computed as arrays (a scan, a `dl.train.sweep`) to `workdir/metrics.jsonl`
+    as the loop's JSON rows (see `history_rows`); returns the number of rows written.
+
+    append: add to the file rather than replace it (several arms of one experiment).
+    """
+    rows = history_rows(history, labels=labels, every=every, steps=steps)
     with open(os.path.join(workdir, "metrics.jsonl"), "a" if append else "w") as f:
         f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in rows)
     return len(rows)

@@ -1,5 +1,7 @@
 """dl.train.sweep: a vmapped sweep equals separate runs of the engine's step, and compiles once."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,119 @@ def test_time_against_sequential_reports_consistent_medians():
     assert res["sweep_s"] == np.median(res["sweep_runs_s"])
     assert res["sequential_s"] == np.median(res["sequential_runs_s"])
     assert res["speedup"] == pytest.approx(res["sequential_s"] / res["sweep_s"])
+
+
+# ---- train_chunked: the long-sweep driver ------------------------------------------------------
+
+
+def chunked(workdir, keys, hparams, batches, **kw):
+    params, step_keys = jax.jit(sweep.init_models, static_argnames="init_fn")(
+        keys, hparams, init_fn=init_fn
+    )
+    kw = {"num_steps": STEPS, "chunk_steps": 5, "progress": False, **kw}
+    return sweep.train_chunked(
+        params, step_keys, hparams, batches, make_loss=make_loss, make_tx=make_tx,
+        workdir=str(workdir), **kw,
+    )  # fmt: skip
+
+
+def test_chunked_equals_one_shot_sweep(tmp_path):
+    """Chunks of 5, 5 and a partial 2 steps give the parameters of one `jit_sweep` call over the
+    same schedule and keys, and rows of per-chunk metric means."""
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    hparams = jax.tree.map(jnp.asarray, HPARAMS)
+    batches = schedule(0)
+    one_shot = SWEEP(keys, hparams, batches)
+    out = chunked(tmp_path, keys, hparams, batches)
+    for name in one_shot.params:
+        np.testing.assert_allclose(out.params[name], one_shot.params[name], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out.steps, [5, 10, 12])
+    for c, (a, b) in enumerate([(0, 5), (5, 10), (10, 12)]):
+        np.testing.assert_allclose(
+            out.history["loss"][:, c], one_shot.metrics["loss"][:, a:b].mean(1), rtol=1e-6
+        )
+    np.testing.assert_array_equal(out.history["nonfinite_steps"], 0)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 3 and {r["step"] for r in rows} == {5, 10, 12}
+
+
+def val_fn(x, y):
+    @jax.jit
+    def fn(params):  # [n] validation cross-entropy
+        logits = jnp.einsum("bd,ndc->nbc", x, params["w"]) + params["b"][:, None]
+        return {"val_loss": jax.vmap(lambda lg: cross_entropy(logits=lg, targets=y))(logits)}
+
+    return fn
+
+
+def test_chunked_resume_is_bit_identical(tmp_path):
+    """Killed by an exception in the 4th evaluation (checkpoints after chunks 2, 4, 6; chunk 3's
+    rows already written), then resumed: final and best parameters, history and metrics.jsonl
+    (appended after another arm's row) equal an uninterrupted run's exactly."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    hparams = jax.tree.map(jnp.asarray, HPARAMS)
+    batches, val = schedule(2), schedule(3, steps=1)
+    evaluate = val_fn(jnp.asarray(val["x"][0]), jnp.asarray(val["y"][0]))
+    kw = {
+        "chunk_steps": 2,
+        "checkpoint_every": 2,
+        "monitor": "val_loss",
+        "mode": "min",
+        "append": True,
+        "labels": {"lr": HPARAMS["learning_rate"], "arm": "adam"},
+    }
+    calls = []
+
+    def dying(params):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return evaluate(params)
+
+    runs = {}
+    for name in ("whole", "resumed"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        (workdir / "metrics.jsonl").write_text('{"step": 0, "other_arm": 1}\n')
+        if name == "resumed":
+            with pytest.raises(KeyboardInterrupt):
+                chunked(workdir, keys, hparams, batches, eval_fn=dying, **kw)
+            assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 1 + 3 * 3
+        runs[name] = chunked(workdir, keys, hparams, batches, eval_fn=evaluate, resume=True, **kw)
+    whole, resumed = runs["whole"], runs["resumed"]
+    for tree in ("params", "best_params"):
+        for a, b in zip(
+            jax.tree.leaves(getattr(whole, tree)), jax.tree.leaves(getattr(resumed, tree))
+        ):
+            np.testing.assert_array_equal(a, b)
+    for k in whole.history:
+        np.testing.assert_array_equal(whole.history[k], resumed.history[k])
+    np.testing.assert_array_equal(whole.best_step, resumed.best_step)
+    np.testing.assert_array_equal(whole.best["val_loss"], resumed.best["val_loss"])
+    text = (tmp_path / "whole" / "metrics.jsonl").read_text()
+    assert text == (tmp_path / "resumed" / "metrics.jsonl").read_text()
+    assert len(text.splitlines()) == 1 + 6 * 3
+    # The best step is where each model's validation loss was lowest.
+    np.testing.assert_array_equal(
+        whole.best_step, whole.steps[np.argmin(whole.history["val_loss"], axis=1)]
+    )
+
+
+def test_chunked_diverged_model_is_recorded_not_fatal(tmp_path, capsys):
+    """A model with NaN weights neither stops the sweep nor disturbs the others; its rows say
+    so (null values, nonfinite_steps); the progress bar goes to stderr unless disabled."""
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    hp = {k: v.copy() for k, v in HPARAMS.items()}
+    hp["init_scale"][1] = np.nan
+    hparams = jax.tree.map(jnp.asarray, hp)
+    batches = schedule(0)
+    out = chunked(tmp_path, keys, hparams, batches, progress=True)
+    assert "sweep" in capsys.readouterr().err
+    np.testing.assert_array_equal(out.history["nonfinite_steps"], [[0, 0, 0], [5, 5, 2], [0, 0, 0]])
+    assert np.all(np.isnan(out.history["loss"][1])) and np.all(np.isfinite(out.history["loss"][0]))
+    one_shot = SWEEP(keys, hparams, batches)
+    np.testing.assert_allclose(out.params["w"][2], one_shot.params["w"][2], rtol=1e-6, atol=1e-7)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] is None for r in rows if r["model"] == 1)
+    chunked(tmp_path, keys, hparams, batches, num_steps=5, progress=False)
+    assert capsys.readouterr().err == ""
