@@ -12,7 +12,9 @@ negative log-likelihood, biases 0, kernels either "standard" U[-1/sqrt(n_in), 1/
 (paper eq. 1; `standard_uniform`) or "normalized" U[+-sqrt(6/(n_in+n_out))] (eq. 16;
 `glorot_uniform`), trained by plain minibatch SGD. As in the paper the learning rate is chosen
 per network on validation data (here from `learning_rates`, all trained at once with `vmap`),
-and the reported test error is at the evaluation with the best validation error.
+and the reported test error is at the evaluation with the best validation error. Training runs
+in chunks of `eval_every` steps (`dl.train.sweep.train_chunked`): a progress bar, a row per
+network per evaluation in metrics.jsonl, and checkpoints that `--resume` continues from.
 
 Data: `dl.data.shapeset` (our generator of Shapeset-3x2-like images: one or two of triangle,
 parallelogram, ellipse; 9 classes), as a fixed training set rather than the paper's online
@@ -56,7 +58,7 @@ from dl.report import (
     at_most,
     plots,
 )
-from dl.train.loop import write_history
+from dl.train.sweep import train_chunked
 
 PAPER = {
     "citation": "Glorot & Bengio 2010, Understanding the difficulty of training deep "
@@ -115,6 +117,8 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
         "full": (0.003, 0.01, 0.03, 0.1, 0.3),
     }[scale]
     c.center_inputs = True  # subtract the training mean image (see the module docstring)
+    c.checkpoint_every_evals = {"smoke": 0, "quick": 3, "full": 1}[scale]  # for --resume
+    c.progress = scale != "smoke"  # progress bar over steps (off in the smoke tests)
     c.probe_examples = {"smoke": 200, "quick": 1_000, "full": 1_000}[scale]  # for the statistics
     c.ratio_bound = 2.0  # bar (a): max/min of per-layer gradient variance
     return c
@@ -125,14 +129,6 @@ def _error_count(model: MLP, params, x: jax.Array, y: jax.Array) -> jax.Array:
     logits = model.apply({"params": params}, x)
     ok = jnp.all(jnp.isfinite(logits), axis=-1) & (jnp.argmax(logits, -1) == y)
     return jnp.sum(1.0 - ok.astype(jnp.float32))
-
-
-@jax.jit
-def _keep_better(better: jax.Array, new, old):
-    """Per network (leading axis), `new` parameters where `better` [G] else `old`."""
-    return jax.tree.map(
-        lambda a, b: jnp.where(better.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
-    )
 
 
 def minibatch_order(n: int, batch_size: int, num_steps: int, seed: int) -> np.ndarray:
@@ -148,66 +144,77 @@ def minibatch_order(n: int, batch_size: int, num_steps: int, seed: int) -> np.nd
 
 
 def train_grid(
-    model: MLP, params, learning_rates: jax.Array, splits: dict, config, seed: int
+    model: MLP,
+    params,
+    learning_rates: jax.Array,
+    splits: dict,
+    config,
+    seed: int,
+    *,
+    workdir: str,
+    name: str = "grid",
+    labels: dict | None = None,
+    append: bool = False,
 ) -> dict:
     """Trains the stacked networks `params` (leaves [G, ...]) with SGD at `learning_rates` [G],
-    all on the same minibatch sequence; evaluates every `eval_every` steps and keeps, per network,
-    the parameters with the lowest validation error."""
+    all on the same minibatch sequence, by `dl.train.sweep.train_chunked` (progress bar, rows in
+    `workdir/metrics.jsonl`, checkpoints for --resume under `workdir/checkpoints/<name>`);
+    evaluates every `eval_every` steps and keeps, per network, the parameters with the lowest
+    validation error."""
     loss_fn = classifier_loss(model)
     x_train, y_train = jnp.asarray(splits["train"].x), jnp.asarray(splits["train"].y)
     b = config.batch_size
     order = minibatch_order(len(splits["train"].y), b, config.num_steps, seed)
-
     x_val, y_val = jnp.asarray(splits["val"].x), jnp.asarray(splits["val"].y)
     x_test, y_test = jnp.asarray(splits["test"].x), jnp.asarray(splits["test"].y)
 
-    def one_net(p, lr, idx):
-        tx = sgd(lr)
+    def make_loss(hp):
+        def fn(p, extra, batch, rng):  # no dropout: the step's key is not used
+            idx = batch["idx"]
+            full = {"x": x_train[idx], "y": y_train[idx], "mask": jnp.ones(b, jnp.float32)}
+            return loss_fn(p, extra, full, None)
 
-        def step(carry, batch_idx):
-            p, opt = carry
-            batch = {
-                "x": x_train[batch_idx],
-                "y": y_train[batch_idx],
-                "mask": jnp.ones(b, jnp.float32),
-            }
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, {}, batch, None)
-            updates, opt = tx.update(grads, opt, p)
-            return (jax.tree.map(jnp.add, p, updates), opt), loss
+        return fn
 
-        (p, _), losses = jax.lax.scan(step, (p, tx.init(p)), idx)
-        return (
-            p,
-            losses,
-            _error_count(model, p, x_val, y_val) / len(y_val),
-            _error_count(model, p, x_test, y_test) / len(y_test),
-        )
-
-    # One compiled program per activation: `eval_every` SGD steps of every network, then their
-    # validation and test errors.
-    chunk = jax.jit(jax.vmap(one_net, in_axes=(0, 0, None)))
+    @jax.jit
+    @jax.vmap
+    def errors(p):
+        return {
+            "val_error": _error_count(model, p, x_val, y_val) / len(y_val),
+            "test_error": _error_count(model, p, x_test, y_test) / len(y_test),
+        }
 
     g = len(learning_rates)
-    best_val, best_test = np.full(g, np.inf), np.full(g, np.nan)
-    best_step = np.zeros(g, np.int64)
-    best_params = params
-    curve = []  # (step, val error [G], test error [G], mean train loss [G])
-    for start in range(0, config.num_steps, config.eval_every):
-        params, losses, val, test = chunk(
-            params, learning_rates, order[start : start + config.eval_every]
-        )
-        val, test = np.asarray(val), np.asarray(test)
-        step = min(start + config.eval_every, config.num_steps)
-        curve.append((step, val, test, np.nanmean(np.asarray(losses), axis=1)))
-        better = val < best_val
-        best_val, best_test = np.where(better, val, best_val), np.where(better, test, best_test)
-        best_step = np.where(better, step, best_step)
-        best_params = _keep_better(jnp.asarray(better), params, best_params)
+    out = train_chunked(
+        params,
+        jax.random.split(jax.random.PRNGKey(seed), g),
+        {"learning_rate": learning_rates},
+        {"idx": order},
+        make_loss=make_loss,
+        make_tx=lambda hp: sgd(hp["learning_rate"]),
+        num_steps=config.num_steps,
+        chunk_steps=config.eval_every,
+        workdir=workdir,
+        eval_fn=errors,
+        monitor="val_error",
+        mode="min",
+        labels=labels,
+        checkpoint_every=config.get("checkpoint_every_evals", 0),
+        resume=config.get("resume", False),
+        append=append,
+        name=name,
+        progress=config.get("progress", False),
+    )
+    h = out.history
+    curve = [  # (step, val error [G], test error [G], mean train loss [G])
+        (int(s), h["val_error"][:, c], h["test_error"][:, c], h["loss"][:, c])
+        for c, s in enumerate(out.steps)
+    ]
     return {
-        "best_val": best_val,
-        "best_test": best_test,
-        "best_step": best_step,
-        "best_params": best_params,
+        "best_val": out.best["val_error"],
+        "best_test": out.best["test_error"],
+        "best_step": out.best_step,
+        "best_params": out.best_params,
         "curve": curve,
     }
 
@@ -314,17 +321,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             lambda *p: np.stack(p), *[jax.device_get(inits[init]) for init in INITS for _ in lrs]
         )
         grid_lrs = jnp.asarray(np.tile(lrs, len(INITS)))
-        out = train_grid(models[INITS[0]], stacked, grid_lrs, splits, config, config.seed)
-        cols = {"val_error": 1, "test_error": 2, "train_loss": 3}  # per evaluation, per network
-        write_history(
-            workdir,
-            {k: np.stack([e[i] for e in out["curve"]], 1) for k, i in cols.items()},
+        out = train_grid(
+            models[INITS[0]],
+            stacked,
+            grid_lrs,
+            splits,
+            config,
+            config.seed,
+            workdir=workdir,
+            name=act,
             labels={
                 "activation": act,
                 "init": np.repeat(INITS, len(lrs)),
                 "learning_rate": grid_lrs,
             },
-            steps=[e[0] for e in out["curve"]],
             append=act != ACTIVATIONS[0],
         )
         for k, init in enumerate(INITS):

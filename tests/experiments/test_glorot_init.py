@@ -28,7 +28,7 @@ def test_minibatch_order_visits_each_example_once_per_epoch():
     np.testing.assert_array_equal(order, gi.minibatch_order(23, 5, 13, seed=0))
 
 
-def test_train_grid_equals_plain_sgd_per_network():
+def test_train_grid_equals_plain_sgd_per_network(tmp_path):
     rng = np.random.default_rng(0)
     make = lambda n: ArrayData(
         rng.normal(size=(n, 6)).astype(np.float32), rng.integers(0, 3, n).astype(np.int32)
@@ -39,7 +39,9 @@ def test_train_grid_equals_plain_sgd_per_network():
     p0 = jax.jit(model.init)(jax.random.PRNGKey(0), splits["train"].x[:1])["params"]
     lrs = np.array([0.1, 0.5], np.float32)
     stacked = jax.tree.map(lambda p: jnp.stack([p, p]), p0)
-    out = gi.train_grid(model, stacked, jnp.asarray(lrs), splits, config, seed=3)
+    out = gi.train_grid(
+        model, stacked, jnp.asarray(lrs), splits, config, seed=3, workdir=str(tmp_path)
+    )
 
     order = gi.minibatch_order(20, 4, 6, seed=3)
     grad = jax.jit(
@@ -113,7 +115,9 @@ def test_smoke_artifacts(smoke):
     nets = len(gi.ACTIVATIONS) * len(gi.INITS) * len(config.learning_rates)
     assert len(rows) == nets * config.num_steps // config.eval_every
     keys = {"step", "model", "activation", "init", "learning_rate", "val_error", "test_error"}
-    assert set(rows[0]) == keys | {"train_loss"} and rows[-1]["step"] == config.num_steps
+    train = {"loss", "data_loss", "accuracy", "grad_norm", "param_norm", "update_norm"}
+    assert set(rows[0]) == keys | train | {"nonfinite_steps"}
+    assert rows[-1]["step"] == config.num_steps
 
 
 def test_smoke_metrics_are_sane(smoke):
