@@ -1,6 +1,7 @@
 """Sparsemax and its loss against references written here: the sort-based threshold of the
 paper in float64 NumPy, a bisection for the same threshold, eq. 18 taken literally, the
-closed-form Jacobian, and central finite differences."""
+closed-form Jacobian, and central finite differences. Every test runs for both ways of finding
+the threshold (`method`: the sort and the sort-free fixed point), and the two must agree."""
 
 import functools
 
@@ -13,9 +14,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dl.ops.gradcheck import assert_gradcheck
-from dl.ops.sparsemax import sparsemax, sparsemax_loss, sparsemax_threshold
+from dl.ops.sparsemax import (
+    FIXED_POINT_MAX_K,
+    sparsemax,
+    sparsemax_loss,
+    sparsemax_threshold,
+)
 
 EPS32 = float(np.finfo(np.float32).eps)
+METHODS = ("sort", "fixed_point")
+each_method = pytest.mark.parametrize("method", METHODS)
 
 
 # ------------------------------------------------------------------------------ references
@@ -83,56 +91,70 @@ LOGITS = hnp.arrays(
 )
 # Jitted once at module level: eager dispatch compiles every primitive per shape, which costs
 # more than these tests themselves.
-_SPARSEMAX = jax.jit(sparsemax, static_argnames="axis")
-_THRESHOLD = jax.jit(sparsemax_threshold, static_argnames="axis")
-_LOSS = jax.jit(sparsemax_loss, static_argnames="reduce")
-_PER_EXAMPLE_LOSS = functools.partial(_LOSS, reduce=False)
+# Keyed by method.
+_SPARSEMAX = {
+    m: jax.jit(functools.partial(sparsemax, method=m), static_argnames="axis") for m in METHODS
+}
+_THRESHOLD = {
+    m: jax.jit(functools.partial(sparsemax_threshold, method=m), static_argnames="axis")
+    for m in METHODS
+}
+_LOSS = {
+    m: jax.jit(functools.partial(sparsemax_loss, method=m), static_argnames="reduce")
+    for m in METHODS
+}
+_PER_EXAMPLE_LOSS = {m: functools.partial(_LOSS[m], reduce=False) for m in METHODS}
 
 
 # ------------------------------------------------------------------------------- sparsemax
 
 
+@each_method
 @settings(max_examples=50, deadline=None)
 @given(LOGITS)
-def test_sparsemax_matches_sort_reference_and_lies_on_simplex(z):
-    p = np.asarray(_SPARSEMAX(jnp.asarray(z)))
+def test_sparsemax_matches_sort_reference_and_lies_on_simplex(method, z):
+    p = np.asarray(_SPARSEMAX[method](jnp.asarray(z)))
     assert p.dtype == np.float32 and p.shape == z.shape
     assert np.all(np.isfinite(p)) and np.all(p >= 0)
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=0, atol=1e-5)
     np.testing.assert_allclose(p, ref_sparsemax(z), rtol=0, atol=tolerance(z))
 
 
+@each_method
 @settings(max_examples=50, deadline=None)
 @given(LOGITS)
-def test_threshold_matches_bisection(z):
-    tau = np.asarray(_THRESHOLD(jnp.asarray(z)))
+def test_threshold_matches_bisection(method, z):
+    tau = np.asarray(_THRESHOLD[method](jnp.asarray(z)))
     assert tau.shape == (4,)
     expected = [bisection_tau(row) for row in z]
     np.testing.assert_allclose(tau, expected, rtol=0, atol=tolerance_at_scale(z))
 
 
+@each_method
 @settings(max_examples=30, deadline=None)
 @given(
     hnp.arrays(np.float32, (3, 5), elements=st.floats(-10, 10, width=32)),
     st.floats(-1e3, 1e3, width=32),
 )
-def test_sparsemax_is_shift_invariant(z, c):
+def test_sparsemax_is_shift_invariant(method, z, c):
     shifted = (z + np.float32(c)).astype(np.float32)
-    p_shifted, p = _SPARSEMAX(jnp.asarray(shifted)), _SPARSEMAX(jnp.asarray(z))
+    p_shifted, p = _SPARSEMAX[method](jnp.asarray(shifted)), _SPARSEMAX[method](jnp.asarray(z))
     np.testing.assert_allclose(p_shifted, p, rtol=0, atol=tolerance_at_scale(shifted))
 
 
-def test_sparsemax_is_the_closest_point_of_the_simplex():
+@each_method
+def test_sparsemax_is_the_closest_point_of_the_simplex(method):
     # Euclidean projection: no other probability vector is closer to z.
     rng = np.random.default_rng(0)
     z = rng.normal(scale=2.0, size=(8, 5)).astype(np.float32)
-    p = np.asarray(_SPARSEMAX(jnp.asarray(z)), np.float64)
+    p = np.asarray(_SPARSEMAX[method](jnp.asarray(z)), np.float64)
     others = rng.dirichlet(np.full(5, 0.3), size=(200, 8))
     dist_p = np.linalg.norm(p - z, axis=-1)
     dist_others = np.linalg.norm(others - z, axis=-1)
     assert np.all(dist_p <= dist_others.min(axis=0) + 1e-6)
 
 
+@each_method
 @pytest.mark.parametrize(
     "z, expected",
     [
@@ -145,43 +167,90 @@ def test_sparsemax_is_the_closest_point_of_the_simplex():
         ([-1e4, -1e4, -1e4], [1 / 3, 1 / 3, 1 / 3]),
     ],
 )
-def test_sparsemax_known_values_ties_and_huge_logits(z, expected):
-    np.testing.assert_allclose(_SPARSEMAX(jnp.asarray(z, jnp.float32)), expected, atol=2e-7)
+def test_sparsemax_known_values_ties_and_huge_logits(method, z, expected):
+    np.testing.assert_allclose(_SPARSEMAX[method](jnp.asarray(z, jnp.float32)), expected, atol=2e-7)
 
 
+@each_method
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2])
-def test_sparsemax_on_any_axis_of_3d_input(axis):
+def test_sparsemax_on_any_axis_of_3d_input(method, axis):
     z = np.random.default_rng(1).normal(scale=2.0, size=(3, 4, 5)).astype(np.float32)
-    p = _SPARSEMAX(jnp.asarray(z), axis=axis)
+    p = _SPARSEMAX[method](jnp.asarray(z), axis=axis)
     np.testing.assert_allclose(p, ref_sparsemax(z, axis=axis), atol=1e-6)
     np.testing.assert_allclose(jnp.sum(p, axis=axis), 1.0, atol=1e-6)
-    tau = _THRESHOLD(jnp.asarray(z), axis=axis)
+    tau = _THRESHOLD[method](jnp.asarray(z), axis=axis)
     assert tau.shape == tuple(np.delete(np.array(z.shape), axis))
 
 
-def test_sparsemax_under_vmap_and_jit_equals_batched_call():
+@each_method
+def test_sparsemax_under_vmap_and_jit_equals_batched_call(method):
     z = jnp.asarray(np.random.default_rng(2).normal(size=(6, 5)).astype(np.float32))
-    batched = _SPARSEMAX(z)
-    np.testing.assert_allclose(jax.jit(jax.vmap(sparsemax))(z), batched, atol=1e-7)
+    batched = _SPARSEMAX[method](z)
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(functools.partial(sparsemax, method=method)))(z), batched, atol=1e-7
+    )
     # vmap over the second axis of the transpose, and axis=0 of it: the same rows.
     np.testing.assert_allclose(jax.jit(jax.vmap(sparsemax, in_axes=1))(z.T), batched, atol=1e-7)
-    np.testing.assert_allclose(_SPARSEMAX(z.T, axis=0).T, batched, atol=1e-7)
-    np.testing.assert_allclose(sparsemax(z), batched, atol=1e-7)  # eager
+    np.testing.assert_allclose(_SPARSEMAX[method](z.T, axis=0).T, batched, atol=1e-7)
+    np.testing.assert_allclose(sparsemax(z, method=method), batched, atol=1e-7)  # eager
 
 
-def test_float64_matches_reference_to_rounding():
+@each_method
+def test_float64_matches_reference_to_rounding(method):
     z = np.random.default_rng(3).normal(scale=3.0, size=(5, 7))
     with jax.enable_x64(True):
-        p = np.asarray(_SPARSEMAX(jnp.asarray(z, jnp.float64)))
-        tau = np.asarray(_THRESHOLD(jnp.asarray(z, jnp.float64)))
+        p = np.asarray(_SPARSEMAX[method](jnp.asarray(z, jnp.float64)))
+        tau = np.asarray(_THRESHOLD[method](jnp.asarray(z, jnp.float64)))
     assert p.dtype == np.float64
     np.testing.assert_allclose(p, ref_sparsemax(z), rtol=0, atol=1e-14)
     np.testing.assert_allclose(tau, [ref_sparsemax_1d(row)[1] for row in z], rtol=0, atol=1e-14)
 
 
-def test_integer_logits_are_rejected():
+@each_method
+def test_integer_logits_are_rejected(method):
     with pytest.raises(TypeError, match="floating"):
-        sparsemax(jnp.arange(3))
+        sparsemax(jnp.arange(3), method=method)
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="unknown sparsemax method"):
+        sparsemax(jnp.zeros(3), method="bisect")
+
+
+# Wide rows too (K up to 200, past FIXED_POINT_MAX_K), with ties and huge values.
+WIDE_LOGITS = st.integers(1, 200).flatmap(
+    lambda k: hnp.arrays(
+        np.float32,
+        (3, k),
+        elements=st.one_of(
+            st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e4, -1e4]),
+            st.floats(-1e4, 1e4, width=32),
+            st.floats(-3, 3, width=32),
+        ),
+    )
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(WIDE_LOGITS)
+def test_fixed_point_and_sort_agree(z):
+    # The two methods find the same support, so they agree up to the order of float32 sums.
+    p = {m: np.asarray(_SPARSEMAX[m](jnp.asarray(z))) for m in METHODS}
+    np.testing.assert_allclose(p["fixed_point"], p["sort"], rtol=0, atol=tolerance(z))
+    np.testing.assert_array_equal(p["fixed_point"] > 0, p["sort"] > 0)  # the same support
+    tau = {m: np.asarray(_THRESHOLD[m](jnp.asarray(z))) for m in METHODS}
+    np.testing.assert_allclose(tau["fixed_point"], tau["sort"], rtol=0, atol=tolerance_at_scale(z))
+    q = np.asarray(_SPARSEMAX["sort"](jnp.asarray(z[::-1])))  # any simplex targets
+    loss = {m: np.asarray(_PER_EXAMPLE_LOSS[m](logits=jnp.asarray(z), targets=q)) for m in METHODS}
+    np.testing.assert_allclose(loss["fixed_point"], loss["sort"], rtol=1e-5, atol=tolerance(z))
+
+
+def test_auto_picks_fixed_point_up_to_its_width_and_sort_beyond():
+    # "auto" gives exactly what the method it picks gives: the same computation.
+    rng = np.random.default_rng(14)
+    for k, picked in ((FIXED_POINT_MAX_K, "fixed_point"), (FIXED_POINT_MAX_K + 1, "sort")):
+        z = jnp.asarray(rng.normal(size=(4, k)), jnp.float32)
+        np.testing.assert_array_equal(jax.jit(sparsemax)(z), _SPARSEMAX[picked](z))
 
 
 # ----------------------------------------------------------------------------- derivatives
@@ -195,41 +264,51 @@ def _points_away_from_the_support_boundary(n, k, seed):
     return z.astype(np.float32)
 
 
+@each_method
 @pytest.mark.parametrize("jac", [jax.jacfwd, jax.jacrev])
-def test_jacobian_is_diag_s_minus_ss_over_support_size(jac):
+def test_jacobian_is_diag_s_minus_ss_over_support_size(method, jac):
     z = _points_away_from_the_support_boundary(6, 5, seed=4)
-    jacobians = jax.jit(jax.vmap(jac(sparsemax)))(jnp.asarray(z))
+    jacobians = jax.jit(jax.vmap(jac(functools.partial(sparsemax, method=method))))(jnp.asarray(z))
     for row, jacobian in zip(z, jacobians):
         expected = closed_form_jacobian(ref_sparsemax_1d(row)[0])
         np.testing.assert_allclose(jacobian, expected, atol=1e-6)
 
 
+@each_method
 @pytest.mark.parametrize(
     "z", [[2.0, 2.0, 2.0], [3.0, 3.0, 1.0], [1e4, 1e4 - 0.5, -1e4], [2.0, 1.0, 0.0]]
 )
-def test_jacobian_at_ties_boundaries_and_huge_logits(z):
+def test_jacobian_at_ties_boundaries_and_huge_logits(method, z):
     # Tied logits share the Jacobian symmetrically. In [2, 1, 0] the middle entry sits exactly
     # on tau = 1; it counts as outside the support (p = 0), so the Jacobian is 0 there, where
     # autodiff through max(z - tau, 0) would give it half a derivative.
-    jacobian = jax.jit(jax.jacfwd(sparsemax))(jnp.asarray(z, jnp.float32))
+    jacobian = jax.jit(jax.jacfwd(functools.partial(sparsemax, method=method)))(
+        jnp.asarray(z, jnp.float32)
+    )
     assert np.all(np.isfinite(jacobian))
     np.testing.assert_allclose(jacobian, closed_form_jacobian(ref_sparsemax_1d(z)[0]), atol=1e-6)
 
 
-def test_threshold_gradient_is_support_over_its_size():
+@each_method
+def test_threshold_gradient_is_support_over_its_size(method):
     z = _points_away_from_the_support_boundary(4, 6, seed=5)
-    grads = jax.jit(jax.vmap(jax.grad(sparsemax_threshold)))(jnp.asarray(z))
+    grads = jax.jit(jax.vmap(jax.grad(functools.partial(sparsemax_threshold, method=method))))(
+        jnp.asarray(z)
+    )
     for row, g in zip(z, grads):
         s = (ref_sparsemax_1d(row)[0] > 0).astype(np.float64)
         np.testing.assert_allclose(g, s / s.sum(), atol=1e-6)
 
 
-def test_sparsemax_passes_gradcheck_on_any_axis():
+@each_method
+def test_sparsemax_passes_gradcheck_on_any_axis(method):
     z = _points_away_from_the_support_boundary(5, 4, seed=6)
     w = np.random.default_rng(7).normal(size=z.shape).astype(np.float32)
-    assert_gradcheck(lambda z, w: jnp.sum(w * sparsemax(z)), z, w, tol=1e-6)
+    assert_gradcheck(lambda z, w: jnp.sum(w * sparsemax(z, method=method)), z, w, tol=1e-6)
     # The same rows laid out as columns.
-    assert_gradcheck(lambda z, w: jnp.sum(w * sparsemax(z, axis=0)), z.T, w.T, tol=1e-6)
+    assert_gradcheck(
+        lambda z, w: jnp.sum(w * sparsemax(z, axis=0, method=method)), z.T, w.T, tol=1e-6
+    )
 
 
 # -------------------------------------------------------------------------- sparsemax loss
@@ -243,11 +322,12 @@ def _simplex_targets(draw_seed, shape):
     return (q / q.sum(-1, keepdims=True)).astype(np.float32)
 
 
+@each_method
 @settings(max_examples=50, deadline=None)
 @given(LOGITS, st.integers(0, 2**32 - 1))
-def test_loss_matches_literal_eq18_and_is_nonnegative(z, seed):
+def test_loss_matches_literal_eq18_and_is_nonnegative(method, z, seed):
     q = _simplex_targets(seed, z.shape)
-    loss = np.asarray(_PER_EXAMPLE_LOSS(logits=jnp.asarray(z), targets=jnp.asarray(q)))
+    loss = np.asarray(_PER_EXAMPLE_LOSS[method](logits=jnp.asarray(z), targets=jnp.asarray(q)))
     assert loss.shape == (4,) and np.all(np.isfinite(loss))
     assert np.all(loss >= 0)
     expected = [ref_loss_eq18(zi, qi) for zi, qi in zip(z, q)]
@@ -257,94 +337,104 @@ def test_loss_matches_literal_eq18_and_is_nonnegative(z, seed):
     assert np.all(loss >= 0.5 * np.sum((q - p) ** 2, -1) * (1 - 1e-5) - tolerance_at_scale(z))
 
 
+@each_method
 @settings(max_examples=30, deadline=None)
 @given(LOGITS)
-def test_loss_is_zero_at_its_own_sparsemax(z):
-    q = _SPARSEMAX(jnp.asarray(z))
-    loss = np.asarray(_PER_EXAMPLE_LOSS(logits=jnp.asarray(z), targets=q))
+def test_loss_is_zero_at_its_own_sparsemax(method, z):
+    q = _SPARSEMAX[method](jnp.asarray(z))
+    loss = np.asarray(_PER_EXAMPLE_LOSS[method](logits=jnp.asarray(z), targets=q))
     np.testing.assert_allclose(loss, 0.0, atol=1e-6)
     # and strictly positive at any other target: a one-hot off the support.
     off_support = np.argmin(np.asarray(q), axis=-1)
     has_zero = np.asarray(q).min(-1) == 0
-    other = _PER_EXAMPLE_LOSS(logits=jnp.asarray(z), targets=jnp.asarray(off_support))
+    other = _PER_EXAMPLE_LOSS[method](logits=jnp.asarray(z), targets=jnp.asarray(off_support))
     assert np.all(np.asarray(other)[has_zero] > 0.4)  # >= 1/2 ||e_j - p||^2 >= 1/2
 
 
-def test_loss_gradient_is_sparsemax_minus_targets():
+@each_method
+def test_loss_gradient_is_sparsemax_minus_targets(method):
     z = np.random.default_rng(8).normal(scale=2.0, size=(5, 6)).astype(np.float32)
     q = _simplex_targets(9, z.shape)
     expected = ref_sparsemax(z) - q
-    per_example_sum = jax.grad(lambda z: jnp.sum(_PER_EXAMPLE_LOSS(logits=z, targets=q)))
+    per_example_sum = jax.grad(lambda z: jnp.sum(_PER_EXAMPLE_LOSS[method](logits=z, targets=q)))
     np.testing.assert_allclose(per_example_sum(jnp.asarray(z)), expected, atol=1e-6)
-    mean = jax.grad(lambda z: _LOSS(logits=z, targets=q))
+    mean = jax.grad(lambda z: _LOSS[method](logits=z, targets=q))
     np.testing.assert_allclose(mean(jnp.asarray(z)), expected / 5, atol=1e-6)
 
 
-def test_loss_passes_gradcheck_for_logits_and_targets():
+@each_method
+def test_loss_passes_gradcheck_for_logits_and_targets(method):
     z = np.random.default_rng(10).normal(scale=2.0, size=(4, 5)).astype(np.float32)
     q = _simplex_targets(11, z.shape)
     labels = np.array([0, 3, 1, 4])
-    assert_gradcheck(lambda zq: _LOSS(logits=zq[0], targets=zq[1]), (z, q), tol=1e-6)
-    assert_gradcheck(lambda z, y: _LOSS(logits=z, targets=y), z, labels, tol=1e-6)
+    assert_gradcheck(lambda zq: _LOSS[method](logits=zq[0], targets=zq[1]), (z, q), tol=1e-6)
+    assert_gradcheck(lambda z, y: _LOSS[method](logits=z, targets=y), z, labels, tol=1e-6)
 
 
-def test_loss_gradcheck_at_ties_on_the_threshold():
+@each_method
+def test_loss_gradcheck_at_ties_on_the_threshold(method):
     # z_1 = tau exactly: the loss is still C^1 there (its gradient p - q is continuous), so the
     # custom rule must agree with finite differences. (The one-sided curvature adds an O(eps)
     # error to the differences, about 1e-7 here.)
     z = np.array([[2.0, 1.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
     q = np.array([[0.2, 0.5, 0.3], [0.0, 0.0, 1.0]], np.float32)
-    assert_gradcheck(lambda z, q: _LOSS(logits=z, targets=q), z, q, tol=1e-6)
+    assert_gradcheck(lambda z, q: _LOSS[method](logits=z, targets=q), z, q, tol=1e-6)
 
 
-def test_integer_labels_equal_one_hot_targets():
+@each_method
+def test_integer_labels_equal_one_hot_targets(method):
     z = jnp.asarray(np.random.default_rng(12).normal(size=(5, 4)).astype(np.float32))
     labels = jnp.array([0, 3, 1, 1, 2])
     one_hot = np.eye(4, dtype=np.float32)[np.asarray(labels)]
     for reduce in (True, False):
         np.testing.assert_allclose(
-            _LOSS(logits=z, targets=labels, reduce=reduce),
-            _LOSS(logits=z, targets=jnp.asarray(one_hot), reduce=reduce),
+            _LOSS[method](logits=z, targets=labels, reduce=reduce),
+            _LOSS[method](logits=z, targets=jnp.asarray(one_hot), reduce=reduce),
             atol=1e-7,
         )
 
 
-def test_mask_weights_the_mean_and_zeroes_masked_examples():
+@each_method
+def test_mask_weights_the_mean_and_zeroes_masked_examples(method):
     z = jnp.asarray(np.random.default_rng(13).normal(size=(5, 4)).astype(np.float32))
     labels = jnp.array([0, 3, 1, 1, 2])
-    per_example = np.asarray(_LOSS(logits=z, targets=labels, reduce=False))
+    per_example = np.asarray(_LOSS[method](logits=z, targets=labels, reduce=False))
     mask = np.array([1, 0, 1, 1, 0])
     for m in (mask, mask.astype(bool), mask.astype(np.float32)):
-        reduced = _LOSS(logits=z, targets=labels, mask=jnp.asarray(m))
+        reduced = _LOSS[method](logits=z, targets=labels, mask=jnp.asarray(m))
         np.testing.assert_allclose(reduced, per_example[mask == 1].mean(), rtol=1e-6)
-        unreduced = _LOSS(logits=z, targets=labels, mask=jnp.asarray(m), reduce=False)
+        unreduced = _LOSS[method](logits=z, targets=labels, mask=jnp.asarray(m), reduce=False)
         np.testing.assert_allclose(unreduced, per_example * mask, rtol=1e-6)
-    np.testing.assert_allclose(_LOSS(logits=z, targets=labels), per_example.mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        _LOSS[method](logits=z, targets=labels), per_example.mean(), rtol=1e-6
+    )
     # A NaN logit in a padded example does not reach the value.
     z_padded = z.at[1, 0].set(jnp.nan)
-    reduced = _LOSS(logits=z_padded, targets=labels, mask=jnp.asarray(mask))
+    reduced = _LOSS[method](logits=z_padded, targets=labels, mask=jnp.asarray(mask))
     np.testing.assert_allclose(reduced, per_example[mask == 1].mean(), rtol=1e-6)
     # No real example: 0, not 0/0; and masked examples get no gradient.
-    assert _LOSS(logits=z, targets=labels, mask=jnp.zeros(5)) == 0.0
-    g = jax.grad(lambda z: _LOSS(logits=z, targets=labels, mask=jnp.asarray(mask)))(z)
+    assert _LOSS[method](logits=z, targets=labels, mask=jnp.zeros(5)) == 0.0
+    g = jax.grad(lambda z: _LOSS[method](logits=z, targets=labels, mask=jnp.asarray(mask)))(z)
     assert np.all(np.asarray(g)[mask == 0] == 0) and np.any(np.asarray(g)[mask == 1] != 0)
 
 
-def test_loss_rejects_mismatched_shapes():
+@each_method
+def test_loss_rejects_mismatched_shapes(method):
     z = jnp.zeros((3, 4))
     with pytest.raises(ValueError, match="integer targets"):
-        _LOSS(logits=z, targets=jnp.zeros((3, 1), jnp.int32))
+        _LOSS[method](logits=z, targets=jnp.zeros((3, 1), jnp.int32))
     with pytest.raises(ValueError, match="probability targets"):
-        _LOSS(logits=z, targets=jnp.zeros((3, 5)))
+        _LOSS[method](logits=z, targets=jnp.zeros((3, 5)))
     with pytest.raises(ValueError, match="mask shape"):
-        _LOSS(logits=z, targets=jnp.zeros(3, jnp.int32), mask=jnp.ones(4))
+        _LOSS[method](logits=z, targets=jnp.zeros(3, jnp.int32), mask=jnp.ones(4))
 
 
-def test_loss_with_huge_logits_is_exact_and_has_finite_gradient():
+@each_method
+def test_loss_with_huge_logits_is_exact_and_has_finite_gradient(method):
     z = jnp.array([[1e4, -1e4, 0.0]], jnp.float32)
     # p = (1, 0, 0), tau = 1e4 - 1: eq. 18 gives 1e4 + (2e4 - 1)/2 + 1/2 = 2e4 for
     # q = e_2 and 0 + (2e4 - 1)/2 + 1/2 = 1e4 for q = e_3.
-    np.testing.assert_allclose(_LOSS(logits=z, targets=jnp.array([1])), 2e4, rtol=1e-7)
-    np.testing.assert_allclose(_LOSS(logits=z, targets=jnp.array([2])), 1e4, rtol=1e-7)
-    g = jax.grad(lambda z: _LOSS(logits=z, targets=jnp.array([1])))(z)
+    np.testing.assert_allclose(_LOSS[method](logits=z, targets=jnp.array([1])), 2e4, rtol=1e-7)
+    np.testing.assert_allclose(_LOSS[method](logits=z, targets=jnp.array([2])), 1e4, rtol=1e-7)
+    g = jax.grad(lambda z: _LOSS[method](logits=z, targets=jnp.array([1])))(z)
     np.testing.assert_allclose(g, [[1.0, -1.0, 0.0]])
