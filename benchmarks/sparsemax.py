@@ -1,6 +1,6 @@
-"""Sparsemax and the sparsemax loss, forward + backward on [B, K] logits: dl's jitted JAX (both
-ways of finding the threshold: the sort of Alg. 1 and the sort-free fixed point) side by side with
-PyTorch's sort-based sparsemax written the standard way (the entmax package's algorithm).
+"""Sparsemax and the sparsemax loss, forward + backward on [B, K] logits: dl's jitted JAX (the
+threshold by the sort of Alg. 1, by the sort-free fixed point, and by the default "auto") side by
+side with PyTorch's sort-based sparsemax written the standard way (the entmax package's algorithm).
 
 Run:    python -m benchmarks.sparsemax [--repeats R] [--json PATH]
 Expect: see BENCHMARKS.md ("sparsemax") for the figures on the 2-core CPU.
@@ -29,12 +29,12 @@ import numpy as np
 
 from benchmarks import matmul_peak
 from benchmarks.mlp_step import CONTENDED, Runner, cpu_snapshot, machine, others_busy, time_runners
-from dl.ops.sparsemax import FIXED_POINT_MAX_K, sparsemax, sparsemax_loss
+from dl.ops.sparsemax import FIXED_POINT_MAX_K, FIXED_POINT_MAX_PASSES, sparsemax, sparsemax_loss
 
 # (K, B): the batch shrinks for large K so that one call stays in the tens of milliseconds.
 SHAPES = ((10, 1024), (50, 1024), (1000, 1024), (30000, 64))
 OPS = ("sparsemax", "sparsemax_loss")
-JAX_METHODS = ("sort", "fixed_point")
+JAX_METHODS = ("sort", "fixed_point", "auto")
 TARGET_CALL_S = 0.1  # calls per repeat are chosen so that a repeat takes about this long
 
 
@@ -190,6 +190,7 @@ def benchmark(*, repeats: int, torch_threads: int, shapes=SHAPES, seed: int = 0)
             "seed": seed,
             "torch_threads": torch_threads,
             "fixed_point_max_k": FIXED_POINT_MAX_K,
+            "fixed_point_max_passes": FIXED_POINT_MAX_PASSES,
         },
         "rows": rows,
     }
@@ -197,7 +198,7 @@ def benchmark(*, repeats: int, torch_threads: int, shapes=SHAPES, seed: int = 0)
 
 def format_row(r: dict) -> str:
     ms = r["ms"]
-    auto = "fixed_point" if r["K"] <= FIXED_POINT_MAX_K else "sort"
+    auto = "fixed_point" if r["K"] <= FIXED_POINT_MAX_K else f"fp<={FIXED_POINT_MAX_PASSES}|sort"
     cells = "".join(f"{ms[name]:>20.3f}" for name in ms)
     ratios = ""
     if "torch sort" in ms:

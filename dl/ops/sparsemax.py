@@ -3,8 +3,9 @@
 sparsemax(z) = argmin_{p in simplex} ||p - z||^2 is the Euclidean projection of the logits onto
 the probability simplex; unlike softmax it returns exact zeros. Its closed form is
 p = max(z - tau, 0), with the threshold tau chosen so that p sums to one (eq. 3, Alg. 1 of the
-paper). tau is found by sorting (Alg. 1) or, for small K, by an exact sort-free fixed-point
-iteration that is several times faster on CPU, where XLA's sort is slow. All functions work under
+paper). tau is found by sorting (Alg. 1) or by an exact sort-free fixed-point iteration that is
+several times faster on CPU, where XLA's sort is slow; by default the fixed point, with the sort
+as the fallback for the rare inputs on which it would need many passes. All functions work under
 `jit`, `vmap` and `grad`, in float32 and float64.
 """
 
@@ -25,13 +26,19 @@ def _check_floating(z: Array) -> Array:
     return z
 
 
-# Largest K for which the threshold is found by the fixed-point iteration instead of a sort
-# ("auto"). The iteration needs a handful of O(K) passes on every input we tried (3-9 up to
-# K = 1000) and is then 10-40x faster than XLA's CPU sort, but its worst case is K passes. With
-# K passes forced, [1024, K] rows on the 2-core CPU took 3.2 ms vs the sort's 15.8 ms at K = 64,
-# 63 vs 95 ms at K = 256 and 223 vs 199 ms at K = 512; so up to 256 even the worst case is no
-# slower than the sort, and larger K keep the sort's guaranteed O(K log K).
+# "auto" runs the fixed-point iteration to convergence up to this K. It needs a handful of O(K)
+# passes on every input we tried (3-9 up to K = 1000, about log K) and is then 10-40x faster than
+# XLA's CPU sort, but its worst case is K passes. With K passes forced, [1024, K] rows on the
+# 2-core CPU took 3.2 ms vs the sort's 15.8 ms at K = 64, 63 vs 95 ms at K = 256 and 223 vs 199 ms
+# at K = 512; so up to 256 even the worst case is no slower than the sort.
 FIXED_POINT_MAX_K = 256
+# Beyond FIXED_POINT_MAX_K, "auto" allows the iteration this many passes (threshold evaluations)
+# and falls back to the sort for the whole call if a row has not converged. Random float32 rows
+# took at most 12 passes at K = 30000 and 15 at K = 1e6 (uniform, normal, Laplace, power-law
+# logits), so 24 leaves room; the adversarial inputs we could build (geometrically growing
+# blocks, each pass dropping one block) reach about 20 passes in float32 and 24-31 in float64.
+# A wasted attempt costs 24 passes on top of the sort: ~5-10% of the sort at K = 1000-30000.
+FIXED_POINT_MAX_PASSES = 24
 
 METHODS = ("auto", "sort", "fixed_point")
 
@@ -60,6 +67,24 @@ def _support_mean_threshold(z: Array, tau: Array) -> Array:
     return (jnp.sum(jnp.where(support, z, 0.0), axis=-1, keepdims=True) - 1.0) / size
 
 
+def _fixed_point_iterate(z: Array, max_passes: int) -> tuple[Array, Array]:
+    """(tau [..., 1], converged []) after at most `max_passes` threshold evaluations on z [..., K]
+    (max(z) = 0; the caller stops gradients). converged: every row reached its fixed point."""
+
+    def cond(carry):
+        tau, new_tau, passes = carry
+        return (passes < max_passes) & jnp.any(new_tau != tau)
+
+    def body(carry):
+        _, tau, passes = carry
+        return tau, _support_mean_threshold(z, tau), passes + 1
+
+    tau0 = jnp.full(z.shape[:-1] + (1,), -1.0, z.dtype)
+    carry = (tau0, _support_mean_threshold(z, tau0), jnp.ones((), jnp.int32))
+    tau, new_tau, _ = jax.lax.while_loop(cond, body, carry)
+    return new_tau, jnp.all(new_tau == tau)
+
+
 def _fixed_point_threshold(z: Array) -> Array:
     """tau [..., 1] for z [..., K] with max(z) = 0, without sorting.
 
@@ -73,28 +98,37 @@ def _fixed_point_threshold(z: Array) -> Array:
     practice). The loop runs on stop_gradient(z) and only picks the support; tau is then formed
     from z outside it, so d tau / d z = s / |S| as with the sort.
     """
-    zc = jax.lax.stop_gradient(z)
-
-    def cond(carry):
-        tau, new_tau, steps = carry
-        return (steps < z.shape[-1]) & jnp.any(new_tau != tau)
-
-    def body(carry):
-        _, tau, steps = carry
-        return tau, _support_mean_threshold(zc, tau), steps + 1
-
-    tau0 = jnp.full(z.shape[:-1] + (1,), -1.0, z.dtype)
-    carry = (tau0, _support_mean_threshold(zc, tau0), jnp.zeros((), jnp.int32))
-    _, tau, _ = jax.lax.while_loop(cond, body, carry)
+    tau, _ = _fixed_point_iterate(jax.lax.stop_gradient(z), z.shape[-1] + 1)
     return _support_mean_threshold(z, jax.lax.stop_gradient(tau))
+
+
+def _auto_threshold(z: Array) -> Array:
+    """tau [..., 1] for z [..., K] with max(z) = 0: the fixed point, bounded, else the sort.
+
+    For K <= FIXED_POINT_MAX_K the fixed point runs to convergence (its worst case, K passes, is
+    no slower than the sort there). Beyond, it gets at most FIXED_POINT_MAX_PASSES passes; if
+    any row of the call has not converged by then, the whole call takes the sort instead, chosen
+    by `lax.cond` on one scalar, so the common case never runs the sort. Both branches give the
+    sort's support and tau. Under a caller's `vmap` the predicate is batched and the cond becomes
+    a select that computes both branches: still exact, only slower.
+    """
+    k = z.shape[-1]
+    if k <= FIXED_POINT_MAX_K:
+        return _fixed_point_threshold(z)
+    tau, converged = _fixed_point_iterate(jax.lax.stop_gradient(z), FIXED_POINT_MAX_PASSES)
+    return jax.lax.cond(
+        converged,
+        lambda z, tau: _support_mean_threshold(z, jax.lax.stop_gradient(tau)),
+        lambda z, tau: _sort_threshold(z),
+        z,
+        tau,
+    )
 
 
 def _shifted_threshold(z: Array, method: str) -> tuple[Array, Array]:
     """(z - max(z), tau(z) - max(z)) along the last axis: [..., K] -> ([..., K], [..., 1])."""
     if method not in METHODS:
         raise ValueError(f"unknown sparsemax method {method!r}; valid: {', '.join(METHODS)}")
-    if method == "auto":
-        method = "fixed_point" if z.shape[-1] <= FIXED_POINT_MAX_K else "sort"
     # tau(z + c) = tau(z) + c, so the shift by m = max(z) changes nothing in exact arithmetic.
     # In floating point it matters: callers form z - tau from the two shifted values, which are
     # within 1 of 0 on the support, instead of from tau itself, which for logits around 1e4 is
@@ -103,7 +137,8 @@ def _shifted_threshold(z: Array, method: str) -> tuple[Array, Array]:
     # d tau / d c = 1 would cancel it anyway.
     m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     z = z - m
-    tau = _fixed_point_threshold(z) if method == "fixed_point" else _sort_threshold(z)
+    thresholds = {"auto": _auto_threshold, "sort": _sort_threshold}
+    tau = thresholds.get(method, _fixed_point_threshold)(z)
     return z, tau
 
 
@@ -114,7 +149,9 @@ def sparsemax_threshold(z: Array, axis: int = -1, *, method: str = "auto") -> Ar
       z: [..., K, ...] floating logits.
       axis: the axis projected onto the simplex.
       method: how tau is found, with the same result: "sort" (Alg. 1), "fixed_point" (no sort;
-        see `_fixed_point_threshold`) or "auto" (fixed_point for K <= FIXED_POINT_MAX_K).
+        see `_fixed_point_threshold`) or "auto" (fixed_point, limited to FIXED_POINT_MAX_PASSES
+        passes when K > FIXED_POINT_MAX_K, with the sort for the whole call if a row needs
+        more; see `_auto_threshold`).
 
     Returns:
       tau with `axis` removed: shape z.shape without axis, dtype of `z`. Differentiable, with

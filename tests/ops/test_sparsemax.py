@@ -16,6 +16,8 @@ from hypothesis.extra import numpy as hnp
 from dl.ops.gradcheck import assert_gradcheck
 from dl.ops.sparsemax import (
     FIXED_POINT_MAX_K,
+    FIXED_POINT_MAX_PASSES,
+    _fixed_point_iterate,
     sparsemax,
     sparsemax_loss,
     sparsemax_threshold,
@@ -245,12 +247,120 @@ def test_fixed_point_and_sort_agree(z):
     np.testing.assert_allclose(loss["fixed_point"], loss["sort"], rtol=1e-5, atol=tolerance(z))
 
 
-def test_auto_picks_fixed_point_up_to_its_width_and_sort_beyond():
-    # "auto" gives exactly what the method it picks gives: the same computation.
-    rng = np.random.default_rng(14)
-    for k, picked in ((FIXED_POINT_MAX_K, "fixed_point"), (FIXED_POINT_MAX_K + 1, "sort")):
-        z = jnp.asarray(rng.normal(size=(4, k)), jnp.float32)
-        np.testing.assert_array_equal(jax.jit(sparsemax)(z), _SPARSEMAX[picked](z))
+def test_auto_is_the_fixed_point_up_to_its_width():
+    # "auto" gives exactly what the fixed point gives there: the same computation.
+    z = jnp.asarray(np.random.default_rng(14).normal(size=(4, FIXED_POINT_MAX_K)), jnp.float32)
+    np.testing.assert_array_equal(jax.jit(sparsemax)(z), _SPARSEMAX["fixed_point"](z))
+
+
+_AUTO = jax.jit(sparsemax)
+_AUTO_THRESHOLD = jax.jit(sparsemax_threshold)
+
+
+def _assert_auto_equals_sort(z):
+    p, p_sort = np.asarray(_AUTO(jnp.asarray(z))), np.asarray(_SPARSEMAX["sort"](jnp.asarray(z)))
+    np.testing.assert_array_equal(p > 0, p_sort > 0)  # the same support
+    np.testing.assert_allclose(p, p_sort, rtol=0, atol=tolerance(z))
+    tau = np.asarray(_AUTO_THRESHOLD(jnp.asarray(z)))
+    tau_sort = np.asarray(_THRESHOLD["sort"](jnp.asarray(z)))
+    np.testing.assert_allclose(tau, tau_sort, rtol=0, atol=tolerance_at_scale(z))
+
+
+@pytest.mark.parametrize("k", [5, 50, 300, 1000])
+def test_auto_equals_sort_on_random_inputs(k):
+    rng = np.random.default_rng(k)
+    for scale in (0.1, 2.0, 100.0):
+        z = rng.normal(scale=scale, size=(8, k)).astype(np.float32)
+        z[0, : k // 2] = z[0, 0]  # ties
+        _assert_auto_equals_sort(z)
+
+
+def fixed_point_passes(z):
+    """Threshold evaluations Michelot's iteration makes on the row z until it repeats itself,
+    counted in z's dtype the way `_fixed_point_iterate` does."""
+    z = z - z.max()
+    one = z.dtype.type(1)
+    tau, passes = -one, 0
+    while True:
+        support = z > tau
+        new_tau = (z[support].sum(dtype=z.dtype) - one) / z.dtype.type(support.sum())
+        passes += 1
+        if new_tau == tau:
+            return passes
+        tau = new_tau
+
+
+def slow_fixed_point_row(dtype, top=2, ratio=1.3, delta=1e-15, growth=4.0):
+    """A row on which the fixed point needs many passes: blocks of equal values below `top`
+    zeros, the j-th of about top * ratio^j entries, each placed delta_j below the threshold of
+    the blocks above it (delta_j = delta * growth^j). Then each pass drops exactly one block:
+    the threshold of blocks 0..j+1 stays above v_(j+1) but below v_j."""
+    values, counts = [0.0], [top]
+    size, total = top, 0.0
+    while True:
+        j = len(values)
+        v = (total - 1.0) / size - delta * growth ** (j - 1)
+        if v <= -1.0:
+            break
+        c = round(top * ratio**j)
+        values.append(v)
+        counts.append(c)
+        size, total = size + c, total + c * v
+    return np.repeat(np.asarray(values, dtype), counts)
+
+
+def test_auto_falls_back_to_the_sort_on_a_slow_input_and_still_equals_it():
+    with jax.enable_x64(True):
+        row = slow_fixed_point_row(np.float64)
+        passes = fixed_point_passes(row)
+        assert row.size > FIXED_POINT_MAX_K and passes > FIXED_POINT_MAX_PASSES, (row.size, passes)
+        # The JAX iteration agrees: not converged within the bound, converged with the passes.
+        z = np.stack([row, np.random.default_rng(15).permutation(row)])
+        zj = jnp.asarray(z - z.max(-1, keepdims=True))
+        assert not _fixed_point_iterate(zj, FIXED_POINT_MAX_PASSES)[1]
+        assert _fixed_point_iterate(zj, passes)[1]
+        # One slow row sends the whole call to the sort; a fast row beside it is unaffected.
+        fast = np.random.default_rng(16).normal(scale=2.0, size=row.size)
+        z = np.stack([z[0], z[1], fast])
+        p = np.asarray(_AUTO(jnp.asarray(z)))
+        np.testing.assert_array_equal(p, np.asarray(_SPARSEMAX["sort"](jnp.asarray(z))))
+        np.testing.assert_allclose(p, ref_sparsemax(z), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            _AUTO_THRESHOLD(jnp.asarray(z)), _THRESHOLD["sort"](jnp.asarray(z)), rtol=0, atol=0
+        )
+    # In float32 the same construction stays within the bound: the fixed point answers.
+    row32 = slow_fixed_point_row(np.float32, ratio=1.5, delta=1e-6, growth=2.2)
+    assert 15 <= fixed_point_passes(row32) <= FIXED_POINT_MAX_PASSES
+    _assert_auto_equals_sort(row32[None])
+
+
+@pytest.mark.parametrize("k", [50, 1000])
+def test_auto_under_jit_vmap_and_grad(k):
+    rng = np.random.default_rng(17)
+    z = rng.normal(scale=2.0, size=(6, k)).astype(np.float32)
+    with jax.enable_x64(True):
+        slow = slow_fixed_point_row(np.float64)[:k].astype(np.float32)  # a prefix: still valid
+    z[-1] = slow
+    w = rng.normal(size=z.shape).astype(np.float32)
+    batched = np.asarray(_AUTO(jnp.asarray(z)))
+    np.testing.assert_allclose(batched, ref_sparsemax(z), rtol=0, atol=tolerance(z))
+    # vmap over rows: the cond's predicate is batched and both branches run; same result.
+    np.testing.assert_allclose(jax.jit(jax.vmap(sparsemax))(jnp.asarray(z)), batched, atol=1e-7)
+    np.testing.assert_allclose(sparsemax(jnp.asarray(z)), batched, atol=1e-7)  # eager
+    # Gradients equal the sort path's (the closed-form rules on the same support).
+    for f in (
+        lambda m: lambda z: jnp.sum(w * sparsemax(z, method=m)),
+        lambda m: lambda z: jnp.sum(w[:, 0] * sparsemax_threshold(z, method=m)),
+        lambda m: lambda z: sparsemax_loss(logits=z, targets=jnp.asarray(batched[::-1]), method=m),
+    ):
+        g = jax.jit(jax.grad(f("auto")))(jnp.asarray(z))
+        np.testing.assert_allclose(g, jax.jit(jax.grad(f("sort")))(jnp.asarray(z)), atol=1e-6)
+    per_row = jax.vmap(jax.grad(lambda z, w: jnp.sum(w * sparsemax(z))))
+    np.testing.assert_allclose(
+        jax.jit(per_row)(jnp.asarray(z), jnp.asarray(w)),
+        jax.grad(lambda z: jnp.sum(w * sparsemax(z, method="sort")))(jnp.asarray(z)),
+        atol=1e-6,
+    )
 
 
 # ----------------------------------------------------------------------------- derivatives
