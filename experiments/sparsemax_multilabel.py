@@ -2,7 +2,7 @@
 per-label logistic (Martins & Astudillo 2016, "From Softmax to Sparsemax", Sec. 4.1, Fig. 3).
 
 Run:    python run.py sparsemax_multilabel --scale quick
-Expect: quick on a 2-core CPU: about 26 s; at K = 50 with uniform proportions sparsemax's test
+Expect: quick on a 2-core CPU: about 20 s; at K = 50 with uniform proportions sparsemax's test
         JS divergence is below softmax's at all 10 lengths (0.045 vs 0.059 at L = 200, 0.009 vs
         0.022 at L = 2000), and so is its squared error; the per-label logistic baseline is
         worst at short lengths and best in JSD from L = 1400 on. The paper (Fig. 3, curves
