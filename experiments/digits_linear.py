@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt
 
 from dl import data
 from dl.ops.losses import cross_entropy, multiclass_hinge
+from dl.optim.lbfgs import minimize_lbfgs
 from dl.optim.optimizers import adam
 from dl.optim.schedules import warmup_cosine
 from dl.report import at_most
@@ -111,23 +112,7 @@ def fit_lbfgs(x, y, lam, *, model: str, classes: int, max_iter: int, tol: float)
     """Full-batch L-BFGS from zero until ||grad|| <= tol or max_iter steps.
     Returns (params, iterations: [] int32)."""
     f = functools.partial(objective, x=x, y=y, lam=lam, model=model)
-    opt = optax.lbfgs()
-    # Reuses the value and gradient that the line search already computed at the new point.
-    value_and_grad = optax.value_and_grad_from_state(f)
-
-    def body(carry):
-        params, state, it, _ = carry
-        value, grad = value_and_grad(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=f)
-        return optax.apply_updates(params, updates), state, it + 1, optax.tree.norm(grad)
-
-    def cond(carry):
-        return (carry[2] < max_iter) & (carry[3] > tol)
-
-    params = _zeros(x.shape[1], classes)
-    init = (params, opt.init(params), jnp.zeros((), jnp.int32), jnp.array(jnp.inf, jnp.float32))
-    params, _, it, _ = jax.lax.while_loop(cond, body, init)
-    return params, it
+    return minimize_lbfgs(f, _zeros(x.shape[1], classes), max_iter=max_iter, tol=tol)
 
 
 def fit_adam(x, y, lam, *, model: str, classes: int, steps: int, learning_rate: float):

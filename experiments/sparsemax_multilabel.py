@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
-import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -50,6 +49,7 @@ from dl.data.multilabel import multilabel_splits
 from dl.eval.divergences import jensen_shannon, squared_error
 from dl.ops.losses import binary_cross_entropy_with_logits, cross_entropy
 from dl.ops.sparsemax import sparsemax, sparsemax_loss
+from dl.optim.lbfgs import minimize_lbfgs
 from dl.report import Bar
 
 PAPER = {
@@ -166,22 +166,7 @@ def fit_lbfgs(x, q, lam, init, *, model, max_iter: int, tol: float):
     """Full-batch L-BFGS from `init` until ||grad|| <= tol or max_iter steps.
     Returns (params, iterations: [] int32)."""
     f = functools.partial(objective, x=x, q=q, lam=lam, model=model)
-    opt = optax.lbfgs()
-    # Reuses the value and gradient that the line search computed at the accepted point.
-    value_and_grad = optax.value_and_grad_from_state(f)
-
-    def body(carry):
-        params, state, it, _ = carry
-        value, grad = value_and_grad(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=f)
-        return optax.apply_updates(params, updates), state, it + 1, optax.tree.norm(grad)
-
-    def cond(carry):
-        return (carry[2] < max_iter) & (carry[3] > tol)
-
-    carry = (init, opt.init(init), jnp.zeros((), jnp.int32), jnp.array(jnp.inf, jnp.float32))
-    params, _, it, _ = jax.lax.while_loop(cond, body, carry)
-    return params, it
+    return minimize_lbfgs(f, init, max_iter=max_iter, tol=tol)
 
 
 def evaluate(params: dict, x: jax.Array, q: jax.Array, *, model) -> dict:

@@ -228,6 +228,15 @@ def adadelta(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _adam_init(params) -> AdamState:
+    # Separate buffers for the two moments: a donated state must not alias itself.
+    return AdamState(
+        count=_zeros_count(),
+        mu=jax.tree.map(jnp.zeros_like, params),
+        nu=jax.tree.map(jnp.zeros_like, params),
+    )
+
+
 def adam(
     learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> optax.GradientTransformation:
@@ -237,14 +246,6 @@ def adam(
     ``m^_t = m_t / (1 - b1^t')``, ``v^_t = v_t / (1 - b2^t')``,
     ``u_t = -eta_t m^_t / (sqrt(v^_t) + eps)`` (eps outside the root, as the paper).
     """
-
-    def init_fn(params):
-        # Separate buffers for the two moments: a donated state must not alias itself.
-        return AdamState(
-            count=_zeros_count(),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
-        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -258,7 +259,7 @@ def adam(
         updates = _descend(direction, _learning_rate(learning_rate, state.count))
         return updates, AdamState(count=count, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(_adam_init, update_fn)
 
 
 def adamax(
@@ -271,14 +272,6 @@ def adamax(
     so the divisor is never zero.
     """
 
-    def init_fn(params):
-        # Separate buffers for the two moments: a donated state must not alias itself.
-        return AdamState(
-            count=_zeros_count(),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
-        )
-
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
@@ -289,7 +282,7 @@ def adamax(
         updates = _descend(direction, _learning_rate(learning_rate, state.count))
         return updates, AdamState(count=count, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(_adam_init, update_fn)
 
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
