@@ -222,11 +222,14 @@ def cpu_snapshot() -> tuple[float, float, float] | None:
 
 def others_busy(before, after) -> float:
     """Fraction of the machine's CPUs busy with other processes between two `cpu_snapshot`s
-    (0: we had the machine to ourselves; 1: every CPU was busy with someone else)."""
+    (0: we had the machine to ourselves; 1: every CPU was busy with someone else). Clipped to
+    [0, 1]: the CPU times count whole clock ticks (10 ms), so over a short window a busy
+    machine can read a little above 1."""
     if before is None or after is None:
         return float("nan")
     wall = after[0] - before[0]
-    return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / (wall * os.cpu_count())
+    others = max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / (wall * os.cpu_count())
+    return min(1.0, others)
 
 
 def time_runners(
@@ -248,10 +251,14 @@ def time_runners(
 
 def summarize(seconds: list[float], busy: list[float], *, steps: int, flops: dict) -> dict:
     """Steps/s from the median repeat (all repeats, and only the quiet ones: those during which
-    other processes kept under CONTENDED of the CPUs busy), the best repeat, and GFLOP/s."""
+    other processes kept under CONTENDED of the CPUs busy), the best repeat, and GFLOP/s.
+
+    The quiet figures ("quiet_steps_per_s", "quiet_gflops") are None when no repeat was quiet:
+    there is nothing to take a median of, and a NaN would pass silently into ratios and JSON.
+    """
     quiet = [s for s, b in zip(seconds, busy, strict=True) if not b > CONTENDED]
     sps = steps / statistics.median(seconds)
-    quiet_sps = steps / statistics.median(quiet) if quiet else float("nan")
+    quiet_sps = steps / statistics.median(quiet) if quiet else None
     return {
         "seconds": seconds,
         "others_busy": busy,
@@ -261,9 +268,26 @@ def summarize(seconds: list[float], busy: list[float], *, steps: int, flops: dic
         "best_steps_per_s": steps / min(seconds),
         "ms_per_step": 1e3 / sps,
         "gflops": sps * flops["model"] / 1e9,
-        "quiet_gflops": quiet_sps * flops["model"] / 1e9,
+        "quiet_gflops": None if quiet_sps is None else quiet_sps * flops["model"] / 1e9,
         "executed_gflops": sps * (flops["matmul_executed"] + flops["elementwise"]) / 1e9,
     }
+
+
+def speed_ratio(num: dict, den: dict, *, quiet: bool = False) -> tuple[float | None, str]:
+    """How many times faster `num` ran than `den` (steps/s over steps/s; both `summarize`
+    results), over all repeats or, with `quiet`, over each side's quiet repeats only.
+
+    Returns (ratio, ""), or (None, why) when a side had no quiet repeat: a ratio of nothing is
+    reported as null with its reason, never as NaN.
+    """
+    key = "quiet_steps_per_s" if quiet else "steps_per_s"
+    if num[key] is None or den[key] is None:
+        counts = " and ".join(f"{r['quiet_repeats']} of {len(r['seconds'])}" for r in (num, den))
+        return None, (
+            f"no quiet repeats to compare ({counts} repeats quiet): other processes kept over "
+            f"{CONTENDED:.0%} of the CPUs busy"
+        )
+    return num[key] / den[key], ""
 
 
 def benchmark(
@@ -309,18 +333,25 @@ def benchmark(
         results[name]["fraction_of_peak"] = results[name]["gflops"] / peak["peak_gflops"]
         results[name]["warmup_losses"] = runner.warmup_losses
     jax_res = results["jax (dl engine)"]
+    quiet_gflops = jax_res["quiet_gflops"]
     ratios = {
         "jax_over_peak": jax_res["fraction_of_peak"],
-        "jax_quiet_over_peak": jax_res["quiet_gflops"] / peak["peak_gflops"],
+        "jax_quiet_over_peak": None if quiet_gflops is None else quiet_gflops / peak["peak_gflops"],
         "jax_executed_over_peak": jax_res["executed_gflops"] / peak["peak_gflops"],
     }
+    if quiet_gflops is None:
+        notes["jax_quiet_over_peak"] = (
+            f"null: no quiet repeat of the JAX step (other processes kept over {CONTENDED:.0%} "
+            "of the CPUs busy in every one)"
+        )
     for name, res in results.items():
         if name.startswith("torch"):
             key = name.replace(" ", "_").replace(".", "_")
-            ratios[f"jax_over_{key}"] = jax_res["steps_per_s"] / res["steps_per_s"]
-            ratios[f"jax_quiet_over_{key}_quiet"] = (
-                jax_res["quiet_steps_per_s"] / res["quiet_steps_per_s"]
-            )
+            ratios[f"jax_over_{key}"], _ = speed_ratio(jax_res, res)
+            quiet_key = f"jax_quiet_over_{key}_quiet"
+            ratios[quiet_key], why = speed_ratio(jax_res, res, quiet=True)
+            if why:
+                notes[quiet_key] = f"null: {why}"
     losses = np.array([r["warmup_losses"] for r in results.values()])
     xla = xla_cost()
     return {
@@ -375,7 +406,8 @@ def format_result(res: dict) -> str:
     steps = res["config"]["steps"]
     for name, r in res["results"].items():
         lo, hi = (1e3 * s / steps for s in (min(r["seconds"]), max(r["seconds"])))
-        quiet = f"{r['quiet_steps_per_s']:.2f} ({r['quiet_repeats']})"
+        quiet_sps = r["quiet_steps_per_s"]
+        quiet = f"{'-' if quiet_sps is None else f'{quiet_sps:.2f}'} ({r['quiet_repeats']})"
         lines.append(
             f"{name:<18}{r['steps_per_s']:>9.2f}{r['ms_per_step']:>9.2f}{r['gflops']:>9.1f}"
             f"{r['fraction_of_peak']:>9.2f}"
@@ -386,7 +418,8 @@ def format_result(res: dict) -> str:
     for k, v in res["ratios"].items():
         goal = ">= 0.85" if k in ("jax_over_peak", "jax_quiet_over_peak") else ""
         goal = ">= 1.0" if "_over_torch" in k else goal
-        lines.append(f"{k:<34}{v:>7.3f}  {('goal ' + goal) if goal else ''}")
+        value = f"{'null':>7}" if v is None else f"{v:>7.3f}"  # why: in the notes below
+        lines.append(f"{k:<34}{value}  {('goal ' + goal) if goal else ''}")
     for k, v in res["notes"].items():
         lines.append(f"note: {k}: {v}")
     if max(busy.values()) > CONTENDED:

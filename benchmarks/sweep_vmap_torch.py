@@ -191,9 +191,10 @@ def compare(
 
     Returns {"results": {name: `mlp_step.summarize` of its runs, "steps" counting model-steps,
     plus "seconds_median"}, "ratios": {"jax_sweep_over_<torch name>": speed ratio, > 1 when the
-    JAX sweep is faster, "..._quiet" from the quiet repeats}, "parity_max_abs_loss_diff": over
-    the first PARITY_STEPS losses of every model, "parity_losses", "build_s": seconds to set up
-    each PyTorch implementation (with torch.compile's compilation), "notes"}.
+    JAX sweep is faster, "..._quiet" from the quiet repeats, null when a side had none (the
+    reason under "notes")}, "parity_max_abs_loss_diff": over the first PARITY_STEPS losses of
+    every model, "parity_losses", "build_s": seconds to set up each PyTorch implementation (with
+    torch.compile's compilation), "notes"}.
     """
     n, num_steps = keys.shape[0], jax.tree.leaves(batches)[0].shape[0]
     host_batches = jax.tree.map(np.asarray, jax.device_get(batches))
@@ -238,15 +239,17 @@ def compare(
     for name in runners:
         r = mlp_step.summarize(seconds[name], busy[name], steps=n * num_steps, flops=flops)
         r["seconds_median"] = n * num_steps / r["steps_per_s"]
-        r["quiet_seconds_median"] = n * num_steps / r["quiet_steps_per_s"]
+        quiet_sps = r["quiet_steps_per_s"]
+        r["quiet_seconds_median"] = None if quiet_sps is None else n * num_steps / quiet_sps
         results[name] = r
     jax_res, ratios = results["jax sweep"], {}
     for name, res in results.items():
         if name.startswith("torch"):
-            ratios[ratio_key(name)] = jax_res["steps_per_s"] / res["steps_per_s"]
-            ratios[ratio_key(name) + "_quiet"] = (
-                jax_res["quiet_steps_per_s"] / res["quiet_steps_per_s"]
-            )
+            ratios[ratio_key(name)], _ = mlp_step.speed_ratio(jax_res, res)
+            quiet_key = ratio_key(name) + "_quiet"
+            ratios[quiet_key], why = mlp_step.speed_ratio(jax_res, res, quiet=True)
+            if why:
+                notes[quiet_key] = f"null: {why}"
     losses = np.array([r.warmup_losses for r in runners.values()])
     return {
         "results": results,
@@ -264,14 +267,20 @@ def format_compare(res: dict) -> str:
     and how many times faster the JAX sweep is."""
     header = f"  {'implementation':<20}{'median ms':>11}{'quiet ms (n)':>18}{'us/model-step':>15}"
     lines = [header + f"{'JAX sweep faster (all / quiet)':>33}"]
+
+    def times(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}x"  # None: no quiet repeats (see the notes)
+
     for name, r in res["results"].items():
         key = ratio_key(name)
         ratio = (
-            f"{res['ratios'][key]:.1f}x / {res['ratios'][key + '_quiet']:.1f}x"
+            f"{times(res['ratios'][key])} / {times(res['ratios'][key + '_quiet'])}"
             if key in res["ratios"]
             else ""
         )
-        quiet = f"{r['quiet_seconds_median'] * 1e3:.1f} ({r['quiet_repeats']}/{len(r['seconds'])})"
+        quiet_s = r["quiet_seconds_median"]
+        quiet = "-" if quiet_s is None else f"{quiet_s * 1e3:.1f}"
+        quiet += f" ({r['quiet_repeats']}/{len(r['seconds'])})"
         lines.append(
             f"  {name:<20}{r['seconds_median'] * 1e3:>11.1f}{quiet:>18}"
             f"{1e6 / r['steps_per_s']:>15.2f}{ratio:>33}".rstrip()
