@@ -11,9 +11,11 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 # Property tests draw the same examples on every run by default, so a red CI is reproducible and
 # never a coin flip; `HYPOTHESIS_PROFILE=explore python -m pytest` draws fresh ones (run it when
-# touching numerics, and turn anything it finds into a fixed test).
-settings.register_profile("ci", derandomize=True, database=None)
-settings.register_profile("explore")
+# touching numerics, and turn anything it finds into a fixed test). No deadline in either: a
+# per-example time limit (hypothesis' default is 200 ms) fails a correct test when the machine
+# is busy or an example compiles, and tests must not depend on load.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
