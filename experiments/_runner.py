@@ -6,13 +6,12 @@ User mistakes raise `UsageError`, whose message is one line; `run.py` prints it 
 
 from __future__ import annotations
 
-import ast
 import difflib
 import json
 import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -20,8 +19,15 @@ import ml_collections
 
 from dl.data import DataError
 from dl.report import report_markdown, write_results
-
-SCALES = ("smoke", "quick", "full")
+from experiments._fields import (
+    SCALES,
+    FieldError,
+    Spec,
+    check_coverage,
+    leaves,
+    parse_text,
+    validate,
+)
 
 
 class UsageError(Exception):
@@ -42,60 +48,35 @@ def get_experiment(name: str, registry: dict[str, ModuleType]) -> ModuleType:
     return registry[name]
 
 
-def _field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-    names = []
-    for k, v in config.items():
-        names.append(prefix + k)
-        if isinstance(v, ml_collections.ConfigDict):
-            names += _field_names(v, prefix + k + ".")
-    return names
-
-
-def _parse_value(text: str) -> Any:
-    """Python literals (1, 0.5, True, None, (64, 64), 'a'); anything else stays a string."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-    """Applies `FIELD=VALUE` strings (dotted fields for nested configs), type-checked by the
-    ConfigDict against the field's current type (an int is accepted where a float is expected)."""
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str], fields: Mapping[str, Spec]
+) -> None:
+    """Applies `FIELD=VALUE` strings (dotted fields for nested configs), each parsed as a Python
+    literal and coerced by the field's spec (an int where a float is expected, 64 for (64,))."""
+    names = leaves(config)
     for item in overrides:
         if "=" not in item:
             raise UsageError(f"override {item!r} must look like --config.FIELD=VALUE")
         field, text = item.split("=", 1)
+        if field not in names:
+            close = difflib.get_close_matches(field, list(names), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(
+                f"unknown config field {field!r}; {hint}valid fields: {', '.join(sorted(names))}"
+            )
+        spec = fields[field]
+        value = spec.coerce(parse_text(text), text)
+        why = spec.problem(value)
+        if why is not None:
+            raise UsageError(f"config field {field!r} must be {why}; got {text!r}")
         *parents, leaf = field.split(".")
         node = config
         for p in parents:
-            node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
-        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-            raise UsageError(
-                f"unknown config field {field!r}; valid fields: {', '.join(_field_names(config))}"
-            )
-        old = node[leaf]
-        value = _parse_value(text)
-        if isinstance(old, (tuple, list)) and isinstance(value, (int, float)):
-            value = (value,)
-        if isinstance(old, str) and not isinstance(value, str):
-            value = text  # "--config.activation=1" on a string field keeps the text
-        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if (
-            old is not None
-            and not isinstance(value, type(old))
-            and not (isinstance(old, tuple) and isinstance(value, list))
-        ):
-            raise UsageError(
-                f"config field {field!r} takes a {type(old).__name__} (now {old!r}); got {text!r}"
-            )
+            node = node[p]
         try:
-            node[leaf] = tuple(value) if isinstance(old, tuple) else value
-        except TypeError as e:
-            raise UsageError(f"config field {field!r}: {e}".splitlines()[0]) from None
+            node[leaf] = value
+        except TypeError as e:  # the spec and the default's type disagree: a bug in FIELDS
+            raise TypeError(f"FIELDS[{field!r}] accepts {value!r}, the config does not: {e}") from e
 
 
 def check_workdir(workdir: str) -> None:
@@ -123,11 +104,18 @@ def build_config(
     if scale not in SCALES:
         raise UsageError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     config = module.get_config(scale)
+    check_coverage(module.FIELDS, config, module.__name__)
+    overrides = list(overrides)
+    # --seed and --data-dir are overrides like any other, so they are checked the same way.
     if seed is not None:
-        config.seed = seed
+        overrides.insert(0, f"seed={seed}")
     if data_dir is not None:
-        config.data_dir = data_dir
-    apply_overrides(config, overrides)
+        overrides.insert(0, f"data_dir={data_dir}")
+    apply_overrides(config, overrides, module.FIELDS)
+    try:
+        validate(config, module.FIELDS)  # the defaults too, and fields set together
+    except FieldError as e:
+        raise UsageError(str(e)) from None
     return config
 
 

@@ -55,6 +55,7 @@ import matplotlib.pyplot as plt
 from dl.ops.initializers import lecun_normal, orthogonal
 from dl.report import at_least, at_most
 from dl.train.loop import write_history
+from experiments._fields import DATA_DIR, SEED, Float, Int, Tuple
 
 PAPER = {
     "citation": "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of "
@@ -100,6 +101,23 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.ratio_orthogonal_max = 2.0  # bar: orthogonal steps(max depth) / steps(min depth) <= this
     c.ratio_gaussian_min = 5.0  # bar: Gaussian steps(max depth) / steps(min depth) >= this
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "width": Int(lo=2),
+    "outputs": Int(lo=1),
+    "depths": Tuple(Int(lo=1), min_len=2, increasing=True),
+    "etas": Tuple(Float(lo=0.0, lo_open=True), increasing=True),
+    "num_seeds": Int(lo=1),
+    "criterion": Float(0.0, 1.0, lo_open=True),
+    "max_steps": Int(lo=1),
+    "chunk_steps": Int(lo=1),
+    "ratio_orthogonal_max": Float(lo=1.0),
+    "ratio_gaussian_min": Float(lo=1.0),
+}
 
 
 def teacher(key: jax.Array, outputs: int, width: int) -> jax.Array:

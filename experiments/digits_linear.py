@@ -44,6 +44,7 @@ from dl.optim.optimizers import adam
 from dl.optim.schedules import warmup_cosine
 from dl.report import at_most
 from dl.train.loop import write_history
+from experiments._fields import DATA_DIR, SEED, Float, Int, Tuple
 
 PAPER = {
     "citation": "Multinomial logistic regression (Cox 1966); multiclass SVM (Crammer & Singer "
@@ -84,6 +85,20 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     # at the default, LogisticRegression stops at C=10 with an objective 0.4% above the optimum.
     c.sklearn_tol = 1e-6
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "c_grid": Tuple(Float(lo=0.0, lo_open=True)),
+    "lbfgs_max_iter": Int(lo=1),
+    "lbfgs_tol": Float(lo=0.0, lo_open=True),
+    "svm_steps": Int(lo=1),
+    "svm_learning_rate": Float(lo=0.0, lo_open=True),
+    "sklearn_max_iter": Int(lo=1),
+    "sklearn_tol": Float(lo=0.0, lo_open=True),
+}
 
 
 def linear(params: dict, x: jax.Array) -> jax.Array:

@@ -51,6 +51,8 @@ from dl.optim.optimizers import adam
 from dl.report import Bar
 from dl.train import sweep
 from dl.train.loop import write_history
+from dl.ops.activations import ACTIVATIONS
+from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Hansen & Salamon 1990, Neural network ensembles, IEEE TPAMI 12(10); Dietterich "
@@ -90,6 +92,21 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.batch_size = 64  # 17 steps per epoch on the 1077 training images
     c.num_epochs = {"smoke": 1, "quick": 40, "full": 80}[scale]  # fixed; no early stopping
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "members": Int(lo=1),
+    "ensemble_sizes": Tuple(Int(lo=1), increasing=True),
+    "hidden": Tuple(Int(lo=1)),
+    "activation": Choice(ACTIVATIONS),
+    "learning_rate": Float(lo=0.0, lo_open=True),
+    "l2": Float(lo=0.0),
+    "batch_size": Int(lo=1),
+    "num_epochs": Int(lo=1),
+}
 
 
 def build(model: MLP, train: data.ArrayData, l2: float):

@@ -59,6 +59,7 @@ from dl.report import (
     plots,
 )
 from dl.train.sweep import train_chunked
+from experiments._fields import DATA_DIR, SEED, Bool, Float, Int, Tuple
 
 PAPER = {
     "citation": "Glorot & Bengio 2010, Understanding the difficulty of training deep "
@@ -122,6 +123,27 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.probe_examples = {"smoke": 200, "quick": 1_000, "full": 1_000}[scale]  # for the statistics
     c.ratio_bound = 2.0  # bar (a): max/min of per-layer gradient variance
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "depth": Int(lo=1),
+    "width": Int(lo=1),
+    "num_train": Int(lo=1),
+    "num_val": Int(lo=1),
+    "num_test": Int(lo=1),
+    "batch_size": Int(lo=1),
+    "num_steps": Int(lo=1),
+    "eval_every": Int(lo=1),
+    "learning_rates": Tuple(Float(lo=0.0, lo_open=True)),
+    "center_inputs": Bool(),
+    "checkpoint_every_evals": Int(lo=0),
+    "progress": Bool(),
+    "probe_examples": Int(lo=1),
+    "ratio_bound": Float(lo=1.0),
+}
 
 
 def _error_count(model: MLP, params, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -43,6 +43,8 @@ from dl.optim.schedules import HalveOnRise, PlateauFactorState, scale_by_plateau
 from dl.report import Bar, at_least
 from dl.train.state import TrainState
 from dl.train.supervised import fit, init_state
+from dl.ops.activations import ACTIVATIONS
+from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Robbins & Monro 1951 (SGD); Polyak 1964 and Rumelhart, Hinton & Williams 1986 "
@@ -97,6 +99,24 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.halving_metric = "val_loss"  # watched by HalveOnRise: a rise halves the rate
     c.progress = False  # nine short runs: one line each instead of progress bars
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "hidden": Tuple(Int(lo=1)),
+    "activation": Choice(ACTIVATIONS),
+    "batch_size": Int(lo=1),
+    "num_epochs": Int(lo=1),
+    "threshold": Float(0.0, 1.0),
+    "min_reaching": Int(lo=0),
+    "optimizers": Tuple(Choice(OPTIMIZERS)),
+    **{f"learning_rates.{name}": Float(lo=0.0, lo_open=True) for name in OPTIMIZERS},
+    "halving": Bool(),
+    "halving_metric": Choice(("val_loss", "val_accuracy")),
+    "progress": Bool(),
+}
 
 
 def epochs_to_threshold(val_accuracy, threshold: float) -> int | None:

@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt
 from dl.optim.optimizers import OPTIMIZERS, get_optimizer
 from dl.report import Bar
 from dl.train.loop import write_history
+from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Polyak 1964 and Rumelhart, Hinton & Williams 1986 (momentum); Nesterov 1983; "
@@ -81,6 +82,23 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.lr_per_decade = {"smoke": 1, "quick": 4, "full": 8}[scale]  # grid density
     c.optimizers = tuple(OPTIMIZERS)  # all eight, default hyperparameters apart from the rate
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "start": Tuple((Float(), Float())),
+    "condition": Float(lo=1.0),
+    "angle_deg": Float(-360.0, 360.0),
+    "tolerance": Float(lo=0.0, lo_open=True),
+    "rosenbrock_steps": Int(lo=1),
+    "quadratic_steps": Int(lo=1),
+    "lr_min_log10": Float(-10.0, 3.0),
+    "lr_max_log10": Float(-10.0, 3.0),
+    "lr_per_decade": Int(lo=1),
+    "optimizers": Tuple(Choice(OPTIMIZERS)),
+}
 
 
 def rosenbrock(p: jax.Array, *, a: float = 1.0, b: float = 100.0) -> jax.Array:

@@ -39,6 +39,8 @@ from dl.objectives.classification import classifier_loss
 from dl.optim.optimizers import adam
 from dl.report import Bar, at_least, at_most
 from dl.train.loop import write_history
+from dl.ops.activations import ACTIVATIONS
+from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Rosenblatt 1958 (perceptron); Novikoff 1962 (mistake bound); "
@@ -75,6 +77,25 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.mlp_learning_rate = 0.03  # Adam (dl.optim), full batch
     c.mlp_steps = {"smoke": 100, "quick": 1000, "full": 1000}[scale]  # full-batch Adam steps
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "margins": Tuple(Float(0.0, 1.0, lo_open=True)),  # gamma <= R = 1
+    "instances_per_margin": Int(lo=1),
+    "num_examples": Int(lo=2),
+    "dim": Int(lo=1),
+    "radius": Float(lo=0.0, lo_open=True),
+    "xor_examples": Int(lo=4),
+    "xor_noise": Float(lo=0.0),
+    "xor_perceptron_epochs": Int(lo=1),
+    "mlp_hidden": Tuple(Int(lo=1)),
+    "mlp_activation": Choice(ACTIVATIONS),
+    "mlp_learning_rate": Float(lo=0.0, lo_open=True),
+    "mlp_steps": Int(lo=1),
+}
 
 
 def novikoff_instances(config) -> dict[str, np.ndarray]:

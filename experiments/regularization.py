@@ -61,6 +61,9 @@ from dl.report import Bar
 from dl.train.loop import write_history
 from dl.train.step import train_step
 from dl.train.supervised import fit, init_state
+from dl.ops.activations import ACTIVATIONS
+from dl.optim.optimizers import OPTIMIZERS
+from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Weight decay (Hinton 1987; Krogh & Hertz 1992); L1/lasso (Tibshirani 1996); "
@@ -103,6 +106,28 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.zero_threshold = 1e-3  # |w| below this counts as a zero weight (L1 sparsity)
     c.progress = False  # the early-stopping runs are short; no bar
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "num_seeds": Int(lo=1),
+    "data_dir": DATA_DIR,
+    "train_fraction": Float(0.0, 1.0, lo_open=True),
+    "hidden": Tuple(Int(lo=1)),
+    "activation": Choice(ACTIVATIONS),
+    "optimizer": Choice(OPTIMIZERS),
+    "learning_rate": Float(lo=0.0, lo_open=True),
+    "batch_size": Int(lo=1),
+    "num_epochs": Int(lo=1),
+    "eval_every_epochs": Int(lo=1),
+    "l2_grid": Tuple(Float(lo=0.0, lo_open=True), increasing=True),
+    "l1_grid": Tuple(Float(lo=0.0, lo_open=True), increasing=True),
+    "dropout_grid": Tuple(Float(0.0, 1.0, lo_open=True, hi_open=True), increasing=True),
+    "patience": Int(lo=1),
+    "zero_threshold": Float(lo=0.0),
+    "progress": Bool(),
+}
 
 
 def penalized_loss(model) -> Any:

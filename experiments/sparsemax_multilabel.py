@@ -45,12 +45,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dl.data.multilabel import multilabel_splits
+from dl.data.multilabel import PROPORTIONS, multilabel_splits
 from dl.eval.divergences import jensen_shannon, squared_error
 from dl.ops.losses import binary_cross_entropy_with_logits, cross_entropy
 from dl.ops.sparsemax import sparsemax, sparsemax_loss
 from dl.optim.lbfgs import minimize_lbfgs
 from dl.report import Bar
+from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Martins & Astudillo 2016, From Softmax to Sparsemax: A Sparse Model of Attention "
@@ -106,6 +107,25 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.bar_min_fraction = 0.8  # of the lengths where sparsemax's JSD must be <= softmax's:
     # the 8 of 10
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "settings": Tuple(Tuple((Choice(PROPORTIONS), Int(lo=2)))),
+    "lengths": Tuple(Int(lo=1)),
+    "n_train": Int(lo=1),
+    "n_val": Int(lo=1),
+    "n_test": Int(lo=1),
+    "label_rate": Float(lo=0.0, lo_open=True),
+    "concentration": Float(lo=0.0, lo_open=True),
+    "l2_grid": Tuple(Float(lo=0.0, lo_open=True)),
+    "lbfgs_max_iter": Int(lo=1),
+    "lbfgs_tol": Float(lo=0.0, lo_open=True),
+    "bar_setting": Tuple((Choice(PROPORTIONS), Int(lo=2))),
+    "bar_min_fraction": Float(0.0, 1.0),
+}
 
 
 def linear(params: dict, x: jax.Array) -> jax.Array:

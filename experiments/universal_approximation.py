@@ -73,6 +73,7 @@ from dl.optim.schedules import warmup_cosine
 from dl.report import Bar, at_most
 from dl.train.loop import write_history
 from dl.train.state import param_count
+from experiments._fields import DATA_DIR, SEED, Float, Int, Tuple
 
 PAPER = {
     "citation": "Cybenko 1989; Hornik 1991 (universal approximation); Telgarsky 2016, "
@@ -131,6 +132,32 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.deep_train_steps = {"smoke": 50, "quick": 3000, "full": 20000}[scale]  # full-batch Adam
     c.deep_train_learning_rate = 3e-3  # peak; cosine-decayed to 0
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "widths": Tuple(Int(lo=1), min_len=2, increasing=True),
+    "pad_to": Tuple(Int(lo=1), increasing=True),
+    "seeds": Int(lo=1),
+    "train_points": Int(lo=2),
+    "eval_points": Int(lo=2),
+    "lm_steps": Int(lo=1),
+    "rel_tol": Float(lo=0.0),
+    "abs_tol": Float(lo=0.0),
+    "k": Int(1, 20),
+    "target_rms": Float(lo=0.0, lo_open=True),
+    "shallow_widths": Tuple(Int(lo=1), increasing=True),
+    "shallow_seeds": Int(lo=1),
+    "shallow_lm_steps": Int(lo=1),
+    "saw_train_points": Int(lo=2),
+    "saw_eval_points": Int(lo=2),
+    "deep_train_seeds": Int(lo=1),
+    "deep_train_width": Int(lo=2),
+    "deep_train_steps": Int(lo=1),
+    "deep_train_learning_rate": Float(lo=0.0, lo_open=True),
+}
 
 
 def target(x: jax.Array) -> jax.Array:

@@ -42,6 +42,7 @@ from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.ops.losses import cross_entropy
 from dl.report import Bar, at_least, at_most, plots
 from dl.train.supervised import fit, init_state
+from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Hochreiter 1991; Bengio, Simard & Frasconi 1994 (vanishing gradients); Glorot & "
@@ -84,6 +85,21 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = {"smoke": 0, "quick": 0, "full": 10}[scale]  # 0: none (short runs)
     c.progress = scale != "smoke"  # progress bars (off in the smoke tests)
     return c
+
+
+# What each config field accepts, checked before anything runs (experiments/_fields.py).
+FIELDS = {
+    "seed": SEED,
+    "data_dir": DATA_DIR,
+    "arms": Tuple(Choice(ARMS)),
+    "depth": Int(lo=1),
+    "width": Int(64, 64),  # the residual blocks' identity path needs width = input width
+    "learning_rate": Float(lo=0.0, lo_open=True),
+    "batch_size": Int(lo=1),
+    "num_epochs": Int(lo=1),
+    "checkpoint_every_epochs": Int(lo=0),
+    "progress": Bool(),
+}
 
 
 def build(config: ml_collections.ConfigDict, arm: str) -> MLP:
