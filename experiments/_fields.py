@@ -24,8 +24,8 @@ from __future__ import annotations
 import ast
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import ml_collections
 
@@ -366,9 +366,28 @@ def check_coverage(fields: Mapping[str, Spec], config: ml_collections.ConfigDict
         )
 
 
-def validate(config: ml_collections.ConfigDict, fields: Mapping[str, Spec]) -> None:
-    """Raises FieldError naming the first field whose value its spec refuses."""
-    for name, value in leaves(config).items():
+class Check(NamedTuple):
+    """A rule over several fields (`members` divisible by each of `ensemble_sizes`)."""
+
+    fields: tuple[str, ...]
+    test: Callable[..., bool]  # called with the fields' values, in order
+    text: str  # what the rule asks, after "must": "divide members"
+
+
+def validate(
+    config: ml_collections.ConfigDict,
+    fields: Mapping[str, Spec],
+    checks: Sequence[Check] = (),
+) -> None:
+    """Raises FieldError naming the first field whose value its spec refuses, then the first
+    cross-field `Check` that fails (each runs only once its own fields are valid)."""
+    values = leaves(config)
+    for name, value in values.items():
         why = fields[name].problem(value)
         if why is not None:
             raise FieldError(f"config field {name!r} must be {why}; got {value!r}")
+    for check in checks:
+        args = [values[f] for f in check.fields]
+        if not check.test(*args):
+            got = ", ".join(f"{f}={v!r}" for f, v in zip(check.fields, args))
+            raise FieldError(f"config field {check.fields[0]!r} must {check.text}; got {got}")

@@ -113,7 +113,8 @@ def build_config(
         overrides.insert(0, f"data_dir={data_dir}")
     apply_overrides(config, overrides, module.FIELDS)
     try:
-        validate(config, module.FIELDS)  # the defaults too, and fields set together
+        # The defaults too, and the rules across fields (a module's optional CHECKS).
+        validate(config, module.FIELDS, getattr(module, "CHECKS", ()))
     except FieldError as e:
         raise UsageError(str(e)) from None
     return config

@@ -52,7 +52,7 @@ from dl.report import Bar
 from dl.train import sweep
 from dl.train.loop import write_history
 from dl.ops.activations import ACTIVATIONS
-from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple
+from experiments._fields import DATA_DIR, SEED, Check, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Hansen & Salamon 1990, Neural network ensembles, IEEE TPAMI 12(10); Dietterich "
@@ -107,6 +107,13 @@ FIELDS = {
     "batch_size": Int(lo=1),
     "num_epochs": Int(lo=1),
 }
+CHECKS = [
+    Check(
+        ("ensemble_sizes", "members"),
+        lambda sizes, members: all(members % n == 0 for n in sizes),
+        "hold sizes that each divide members",
+    )
+]
 
 
 def build(model: MLP, train: data.ArrayData, l2: float):
