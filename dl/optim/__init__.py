@@ -1,8 +1,9 @@
 """Optimizers from their formulas, learning-rate schedules and gradient clipping (optax shape);
 Levenberg-Marquardt for nonlinear least squares;
-full-batch L-BFGS to a gradient tolerance."""
+full-batch L-BFGS to a gradient tolerance; max-norm weight constraints."""
 
 from dl.optim.clipping import clip_by_global_norm, clip_elementwise, global_norm
+from dl.optim.constraints import max_norm_projection
 from dl.optim.lbfgs import minimize_lbfgs
 from dl.optim.least_squares import levenberg_marquardt
 from dl.optim.optimizers import (
@@ -42,6 +43,7 @@ __all__ = [
     "global_norm",
     "halve_on_rise",
     "levenberg_marquardt",
+    "max_norm_projection",
     "minimize_lbfgs",
     "momentum",
     "nesterov",
