@@ -34,9 +34,9 @@ training as one jitted `lax.scan` (compiled once), called 16 times. The gain lev
 scan little per-step overhead is left to share, XLA:CPU compiles the elementwise work on the
 stacked parameters to scalar (not SIMD) loops, so it costs 16 times one model's, and it runs the
 head's per-model matmuls as a loop over models (profile in BENCHMARKS.md; the benchmark also
-measures other sizes and the engine's per-step loop). A speed figure depends on the machine and its load, so it is no bar of this
-experiment: the goal (>= 4x over 16 sequential runs, on a GPU) is `benchmarks/sweep_vmap.py`'s,
-in BENCHMARKS.md.
+measures other sizes and the engine's per-step loop). A speed figure depends on the machine
+and its load, so it is no bar of this experiment: the goal (>= 4x over 16 sequential runs, on a
+GPU) is `benchmarks/sweep_vmap.py`'s, in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ import matplotlib.pyplot as plt
 
 from dl import data
 from dl.nn.mlp import MLP
+from dl.ops.activations import ACTIVATIONS
 from dl.ops.losses import cross_entropy
 from dl.ops.regularizers import l2_penalty
 from dl.optim.optimizers import sgd
 from dl.report import Bar
 from dl.train import sweep
-from dl.train.loop import write_history
-from dl.ops.activations import ACTIVATIONS
+from dl.train.loop import history_rows, write_history
 from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple, Where
 
 PAPER = {
@@ -81,6 +81,10 @@ PAPER = {
 }
 
 AXES = ("learning_rate", "l2")
+# metrics.jsonl's budget: rows are about 300 bytes, so about 1 MB. Every trial's curve of every
+# search would be 35,200 rows (10 MB) at quick; the history keeps every trial's curve of a few
+# evenly spaced searches (`history_plan`), and results.json every search's outcome.
+HISTORY_MAX_ROWS = 3000
 
 
 def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
@@ -214,13 +218,30 @@ def search_inputs(config, train, steps: int, search: int):
 SEARCHES = ("grid", "random", "fixed_box/grid", "fixed_box/random")  # (box, method)
 
 
+def trial_steps(config, train) -> int:
+    """SGD steps of one trial: num_epochs epochs of train."""
+    return config.num_epochs * data.Loader(train, config.batch_size, seed=0).steps_per_epoch
+
+
+def history_plan(config, steps: int) -> tuple[int, list[int]]:
+    """(every, searches) for metrics.jsonl: each trial's sweep metrics at step 1 and at the end
+    of every epoch (a stride of `every` steps), for every method of the searches listed: search 0
+    and others evenly spaced, as many as fit in HISTORY_MAX_ROWS rows (at least one search)."""
+    every = steps // config.num_epochs
+    per_trial = len(history_rows({"loss": np.zeros(steps)}, every=every))
+    per_search = len(SEARCHES) * config.trials * per_trial
+    stride = math.ceil(config.num_searches / max(1, HISTORY_MAX_ROWS // per_search))
+    return every, list(range(0, config.num_searches, stride))
+
+
 def run_searches(config, workdir: str) -> dict:
     splits = data.load("digits")
     train, val, test = splits["train"], splits["val"], splits["test"]
     model = MLP(hidden=tuple(config.hidden), out=10, activation=config.activation)
     init_fn, make_loss, make_tx = build(model, train.x.shape[1])
     evaluate = evaluator(model)
-    steps = config.num_epochs * data.Loader(train, config.batch_size, seed=0).steps_per_epoch
+    steps = trial_steps(config, train)
+    every, history_searches = history_plan(config, steps)
     batches, keys = search_inputs(config, train, steps, 0)
     # Compiled once here, for every search (same shapes, new values).
     train_all, sweep_compile_s = sweep.compile_timed(
@@ -242,14 +263,14 @@ def run_searches(config, workdir: str) -> dict:
             )
             hparams = to_hparams(points)
             result = train_all(keys, hparams, batches)
-            # History: the sweep's per-step metrics, one row per epoch (and step 1) per trial.
-            write_history(
-                workdir,
-                result.metrics,
-                labels={"search": s, "method": name, **hparams},
-                every=steps // config.num_epochs,
-                append=(s, name) != (0, SEARCHES[0]),
-            )
+            if s in history_searches:  # one row per epoch (and step 1) per trial
+                write_history(
+                    workdir,
+                    result.metrics,
+                    labels={"search": s, "method": name, **hparams},
+                    every=every,
+                    append=(s, name) != (0, SEARCHES[0]),
+                )
             val_acc, val_ce = evaluate(result.params, val.x, val.y)
             test_acc, _ = evaluate(result.params, test.x, test.y)
             for key, value in (
