@@ -2,7 +2,7 @@
 
 from dl.data.pipeline import ArrayData, Loader, eval_batches
 from dl.data.registry import DATASETS, load
-from dl.data.sources import DataError
+from dl.data.roots import DataError, data_roots
 from dl.data.synthetic import sawtooth, separable, tent, two_spirals, xor
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ArrayData",
     "DataError",
     "Loader",
+    "data_roots",
     "eval_batches",
     "load",
     "sawtooth",

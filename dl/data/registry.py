@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from dl.data import sources, synthetic
 from dl.data.pipeline import ArrayData
-from dl.data.sources import DataError
+from dl.data.roots import DataError
 
 # name -> builder(*, data_dir, **kwargs) -> {'train', 'val', 'test'}: ArrayData. Each builder's
 # docstring states its split and the keyword arguments it accepts.
@@ -24,9 +24,11 @@ def load(name: str, *, data_dir: str | None = None, **kwargs) -> dict[str, Array
 
     Args:
       name: a key of `DATASETS`.
-      data_dir: where file-backed datasets live (default: $DL_DATA_DIR, else tfds' default);
-        ignored by bundled and synthetic ones.
-      **kwargs: passed to the builder (e.g. ``flatten=False``, ``train_fraction=0.1``, ``seed``).
+      data_dir: the data root of file-backed datasets, the only one searched when given
+        (default: $DL_DATA_DIR, else ``<repo>/data`` then ``<repo>/../shared/data``; see
+        `dl.data.roots`); ignored by bundled and synthetic ones.
+      **kwargs: passed to the builder (e.g. ``flatten=False``, ``train_fraction=0.1``, ``seed``,
+        ``source='idx'``).
 
     Raises:
       DataError: ``name`` is unknown (the message lists the valid names) or its files are missing.

@@ -1,6 +1,8 @@
 """Real sources: the digits split against scikit-learn's raw data; tfds reading against files we
-write ourselves (ArrayRecord + PNG, no TensorFlow) and against tfds.testing.mock_data."""
+write ourselves (ArrayRecord + PNG, no TensorFlow) and against tfds.testing.mock_data; the IDX
+and tfds paths against each other on the same images."""
 
+import inspect
 import io
 import os
 
@@ -11,7 +13,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from tensorflow_datasets.proto import tf_example_pb2
 
-from dl.data import DataError, load, sources
+from dl.data import DataError, idx, load, sources
 
 TRAIN, VAL, TEST = 1077, 360, 360  # 1797 = 60 / 20 / 20 with sklearn's rounding (test ceil)
 
@@ -218,7 +220,7 @@ def test_tfrecord_prepared_dataset_is_a_data_error(tmp_path):
     _write_prepared(
         tmp_path, "fashion_mnist", {"train": _fake_images(3, 0)}, file_format="tfrecord"
     )
-    with pytest.raises(DataError, match="fashion_mnist not found under"):
+    with pytest.raises(DataError, match="fashion_mnist not found: looked for"):
         load("fashion_mnist", data_dir=str(tmp_path))
 
 
@@ -240,6 +242,52 @@ def test_num_val_must_be_positive(tmp_path):
         load("mnist", data_dir=str(tmp_path), num_val=0)
 
 
+def test_num_val_must_leave_train_nonempty(prepared):
+    root, _ = prepared
+    with pytest.raises(ValueError, match="num_val must be < the 30 train examples"):
+        load("mnist", data_dir=str(root), num_val=30, cache=False)
+
+
+@pytest.mark.parametrize("builder", [sources.tfds_images, sources.mnist, sources.fashion_mnist])
+def test_default_split_holds_out_the_last_10000(builder):
+    assert inspect.signature(builder).parameters["num_val"].default == 10000
+
+
+# ----------------------------------------------------------------------------------------------
+# The IDX files and the tfds copy of the same images give the same arrays.
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_idx_and_tfds_paths_give_identical_arrays(prepared, tmp_path, flatten):
+    root, raw = prepared
+    idx.write_folder(tmp_path / "mnist", raw["mnist"])
+    kwargs = {"num_val": 4, "flatten": flatten}
+    from_idx = load("mnist", data_dir=str(tmp_path), source="idx", **kwargs)
+    from_tfds = load("mnist", data_dir=str(root), source="tfds", cache=False, **kwargs)
+    assert list(from_idx) == list(from_tfds) == ["train", "val", "test"]
+    for key in from_idx:
+        for a, b in zip(from_idx[key], from_tfds[key]):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+
+
+def test_auto_prefers_the_idx_files_within_a_root(prepared, tmp_path, monkeypatch):
+    _, raw = prepared
+    _write_prepared(tmp_path, "mnist", raw["mnist"])
+    assert load("mnist", data_dir=str(tmp_path), num_val=4, cache=False)["test"].y.size == 7
+    # <root>/mnist/ now holds tfds' version folder and the IDX files side by side.
+    idx.write_folder(tmp_path / "mnist", raw["mnist"])
+
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("read tfds although the IDX files are there")
+
+    monkeypatch.setattr(sources, "tfds_images", no_tfds)
+    got = load("mnist", data_dir=str(tmp_path), num_val=4)
+    np.testing.assert_array_equal(got["test"].y, raw["mnist"]["test"][1])
+    with pytest.raises(AssertionError, match="read tfds"):
+        load("mnist", data_dir=str(tmp_path), num_val=4, source="tfds")
+
+
 # ----------------------------------------------------------------------------------------------
 # tfds.testing.mock_data: the documented way to test tfds code offline.
 
@@ -248,7 +296,8 @@ def test_num_val_must_be_positive(tmp_path):
 def test_load_under_mock_data(mock_tfds, name, tmp_path):
     n = 12
     with mock_tfds(num_examples=n, policy=tfds.testing.MockPolicy.USE_CODE):
-        splits = load(name, data_dir=str(tmp_path))
+        # The mock serves n examples for every split string, slices included.
+        splits = load(name, data_dir=str(tmp_path), source="tfds", num_val=4)
         reference = tfds.data_source(name, split="test", data_dir=str(tmp_path), download=False)
         expected = np.stack([reference[i]["image"] for i in range(n)])
         expected_labels = np.array([reference[i]["label"] for i in range(n)])
