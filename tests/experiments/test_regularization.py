@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,9 +77,7 @@ def test_penalized_loss_equals_classifier_loss_with_the_same_strengths():
         jax.value_and_grad(lambda p: classifier_loss(model, l2=1e-2, l1=3e-3)(p, {}, batch, rng)[0])
     )(params)
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ours[1], theirs[1]
-    )
+    chex.assert_trees_all_close(ours[1], theirs[1], rtol=1e-5, atol=1e-7)
 
 
 def test_vmapped_sweep_replays_the_engines_sequential_steps():

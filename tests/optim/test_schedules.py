@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -132,7 +133,7 @@ def test_plateau_factor_halves_only_on_rises():
         state = halve_on_rise(state, val_error=val, prev_val_error=prev)
         assert float(state.factor) == expected
     updates, _ = tx.update(_tree(), state)
-    jax.tree.map(lambda u, g: np.testing.assert_array_equal(u, 0.25 * g), updates, _tree())
+    chex.assert_trees_all_equal(updates, jax.tree.map(lambda g: 0.25 * g, _tree()))
 
 
 def test_halving_in_a_chain_equals_halving_the_learning_rate():
@@ -149,7 +150,7 @@ def test_halving_in_a_chain_equals_halving_the_learning_rate():
             g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), _tree())  # noqa: B023 (called at once)
             got, state = update(g, state)
             want, half_state = half_update(g, half_state)
-            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+            chex.assert_trees_all_close(got, want, rtol=1e-6)
 
 
 def test_halve_on_rise_finds_nested_states_and_leaves_the_rest():
@@ -172,12 +173,12 @@ def test_halve_on_rise_finds_nested_states_and_leaves_the_rest():
 
 
 def test_halving_does_not_retrace_the_step():
-    traces = []
+    chex.clear_trace_counter()
     tx = optax.chain(sgd(0.1), scale_by_plateau_factor())
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def step(params, state, grads):
-        traces.append(1)
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
@@ -185,7 +186,7 @@ def test_halving_does_not_retrace_the_step():
     for i in range(3):
         params, state = step(params, state, _tree())
         state = halve_on_rise(state, val_error=float(i + 1), prev_val_error=float(i))
-    assert len(traces) == 1 and _factors(state) == [0.125]
+    assert _factors(state) == [0.125]
 
 
 @flax.struct.dataclass
