@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +36,20 @@ def one_hidden(params: Params, x: jax.Array, mask: jax.Array, *, activation: str
     Returns [m]. With mask = 1 on the first `width` units it equals `MLP(hidden=(width,), out=1)`
     with kernels w, v and biases b, c.
     """
+    _check_net(params, mask)
+    chex.assert_rank(x, 1, custom_message="one_hidden x: [m] scalar inputs")
     act = get_activation(activation)
     h = act(x[:, None] * params["w"] + params["b"])
-    return h @ (mask * params["v"]) + params["c"]
+    out = h @ (mask * params["v"]) + params["c"]
+    chex.assert_shape(out, x.shape)
+    return out
+
+
+def _check_net(params: Params, mask: jax.Array) -> None:
+    """w, b, v, mask: [n]; c: [] (the padded one-hidden-layer net's parameters)."""
+    chex.assert_rank(mask, 1)
+    chex.assert_shape([params["w"], params["b"], params["v"]], mask.shape)
+    chex.assert_rank(params["c"], 0)
 
 
 def hidden_init(
@@ -69,6 +81,9 @@ def lstsq_head(
 ) -> Params:
     """The least-squares output layer (v, c) for fixed hidden units: a convex problem, solved
     exactly (SVD; masked units give zero columns and get v = 0). x, y: [m]."""
+    _check_net(params, mask)
+    chex.assert_rank(x, 1)
+    chex.assert_equal_shape([x, y])
     h = get_activation(activation)(x[:, None] * params["w"] + params["b"]) * mask
     design = jnp.concatenate([h, jnp.ones((x.shape[0], 1), h.dtype)], axis=1)
     coef = jnp.linalg.lstsq(design, y)[0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -33,7 +34,16 @@ def with_bias_feature(x: Array) -> Array:
 
 def scores(w: Array, x: Array) -> Array:
     """w: [d]; x: [n, d] -> [n] scores ``<w, x>``; the prediction is +1 where the score > 0."""
+    _check_data(w, x)
     return x @ w
+
+
+def _check_data(w: Array, x: Array, y: Array | None = None) -> None:
+    """w: [d]; x: [n, d]; y: [n] (static shapes: a trace-time check under jit and vmap)."""
+    chex.assert_rank(x, 2, custom_message="perceptron x: [n, d]")
+    chex.assert_shape(w, (x.shape[1],))
+    if y is not None:
+        chex.assert_shape(y, (x.shape[0],))
 
 
 def update(w: Array, example: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -57,6 +67,7 @@ def epoch(w: Array, x: Array, y: Array) -> tuple[Array, Array]:
 
     Returns (w after the pass, number of mistakes in the pass: [] int32).
     """
+    _check_data(w, x, y)
     w, mistakes = jax.lax.scan(update, w, (x, y))
     return w, jnp.sum(mistakes, dtype=jnp.int32)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import chex
 import flax.linen as nn
 import jax
 
@@ -45,6 +46,10 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if self.norm not in (None, "batch", "layer"):
             raise ValueError(f"norm must be None, 'batch' or 'layer', got {self.norm!r}")
+        # Dense maps the last axis of any rank, so an image batch [B, H, W, C] would run and be
+        # wrong; the checks cost nothing under jit/vmap (static shapes, at trace time).
+        chex.assert_rank(x, 2, custom_message="MLP input x: [batch, in]")
+        batch = x.shape[0]
         act = get_activation(self.activation)
         init = get_initializer(self.kernel_init)
         x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
@@ -62,4 +67,6 @@ class MLP(nn.Module):
                 h = act(h)
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
             x = skip + h if self.residual and skip.shape[-1] == width else h
-        return nn.Dense(self.out, kernel_init=init, name="head")(x)
+        logits = nn.Dense(self.out, kernel_init=init, name="head")(x)
+        chex.assert_shape(logits, (batch, self.out))
+        return logits

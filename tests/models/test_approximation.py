@@ -147,3 +147,16 @@ def test_errors():
     rms, mx = ap.errors(jnp.asarray([[0.0, 1.0, -3.0, 0.0]]), jnp.zeros((1, 4)))
     np.testing.assert_allclose(rms, [np.sqrt(10.0 / 4)], rtol=1e-6)
     np.testing.assert_allclose(mx, [3.0])
+
+
+def test_shapes_are_checked_at_the_boundary():
+    p = ap.hidden_init(
+        jax.random.PRNGKey(0), 4, low=0.0, high=1.0, positive=False, dtype=jnp.float32
+    )
+    x = jnp.linspace(0.0, 1.0, 5, dtype=jnp.float32)
+    with pytest.raises(AssertionError):
+        ap.one_hidden(p, x, jnp.ones(3, jnp.float32), activation="tanh")  # mask of 3 units, not 4
+    with pytest.raises(AssertionError, match=r"\[m\]"):
+        ap.one_hidden(p, x[:, None], jnp.ones(4, jnp.float32), activation="tanh")
+    with pytest.raises(AssertionError):
+        ap.lstsq_head(p, jnp.ones(4, jnp.float32), x, x[:4], activation="tanh")  # y short

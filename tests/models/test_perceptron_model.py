@@ -10,6 +10,7 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
 from dl.data.synthetic import separable
@@ -129,3 +130,13 @@ def test_with_bias_feature():
         perceptron.scores(w, perceptron.with_bias_feature(x)),
         np.asarray(x) @ np.array([1.0, 2.0]) - 3.0,
     )
+
+
+def test_shapes_are_checked_at_the_boundary():
+    x, y = jnp.ones((4, 3)), jnp.ones(4)
+    with pytest.raises(AssertionError):
+        perceptron.train(x, y[:3], max_epochs=2)  # one label short
+    with pytest.raises(AssertionError):
+        perceptron.scores(jnp.ones(2), x)  # w of the wrong width
+    with pytest.raises(AssertionError, match=r"\[n, d\]"):
+        perceptron.epoch(jnp.ones(3), x[0], y[:1])  # one example, not a batch

@@ -98,3 +98,19 @@ def test_gradcheck_every_layer_kind(kwargs):
 def test_bad_norm_is_rejected():
     with pytest.raises(ValueError, match="norm must be"):
         _init(MLP(hidden=(2,), out=2, norm="group"), jnp.ones((1, 2)))
+
+
+def test_shape_checks_reject_a_wrong_rank_and_pass_under_jit_and_vmap():
+    model = MLP(hidden=(4,), out=3)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 2)), jnp.float32)
+    p = _init(model, x)["params"]
+    # An image-shaped batch would run through Dense on its last axis; the boundary refuses it.
+    with pytest.raises(AssertionError, match=r"\[batch, in\]"):
+        model.apply({"params": p}, x[:, None, :])
+    # Stacked parameters (a sweep) and stacked batches: inside vmap each call sees [batch, in].
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), p)
+    out = jax.jit(jax.vmap(lambda q, xb: model.apply({"params": q}, xb)))(
+        stacked, jnp.stack([x, x])
+    )
+    assert out.shape == (2, 5, 3)
+    np.testing.assert_allclose(out[0], model.apply({"params": p}, x), rtol=1e-6)
