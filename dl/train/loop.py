@@ -163,8 +163,10 @@ def train(
       monitor, mode, patience: early stopping after `patience` evaluations without improvement of
         `eval[monitor]` (mode "max" or "min"); 0 disables it. The best parameters are returned.
       checkpoint_every: save every this many steps (and at the end); 0 saves only at the end.
-      resume: continue from the newest checkpoint in `workdir/checkpoints` if there is one;
-        otherwise any old checkpoints there are removed.
+      resume: continue from the newest readable checkpoint in `workdir/checkpoints` if there is
+        one (`Checkpointer.restore_latest`: damaged newer ones are skipped with a warning, a
+        checkpoint of another config raises CheckpointError); otherwise any old checkpoints
+        there are removed.
       callbacks: `(state, eval_metrics) -> state`, run after each evaluation (e.g. halving the
         learning rate when the validation error rises).
       shard: places a host batch on devices (e.g. `partial(shard_batch, mesh=mesh)`).
@@ -182,8 +184,9 @@ def train(
     meta: dict[str, Any] = {"best": None, "best_step": None, "bad_evals": 0, "callback_state": {}}
     best_params = None
     resume_step = None
-    if ckpt is not None and resume and ckpt.latest_step() is not None:
-        (state, best_params), meta = ckpt.restore((state, state.params))
+    restored = ckpt.restore_latest((state, state.params)) if resume else None
+    if restored is not None:
+        (state, best_params), meta, _ = restored
         resume_step = int(state.step)
     writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=resume_step)
     for cb in callbacks:  # callbacks that remember values (HalveOnRise) resume too

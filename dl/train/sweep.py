@@ -365,9 +365,10 @@ def train_chunked(
       labels: constants or per-model [n] values added to every row (see `history_rows`).
       checkpoint_every: save every this many chunks (and at the start and the end) to
         `workdir/checkpoints/<name>`; 0 saves only when `resume` is set (start and end).
-      resume: continue from the newest checkpoint of `name` if there is one. The rows written
-        since it are replaced by their recomputation, so final parameters and metrics.jsonl
-        are bit-identical to an uninterrupted run.
+      resume: continue from the newest readable checkpoint of `name` if there is one
+        (`Checkpointer.restore_latest`: damaged ones are skipped, another config's raises
+        CheckpointError). The rows written since it are replaced by their recomputation, so
+        final parameters and metrics.jsonl are bit-identical to an uninterrupted run.
       append: add to metrics.jsonl rather than replace it (several sweeps of one experiment,
         run in the same order on resume).
       name: the sweep's checkpoint folder and progress-bar label.
@@ -399,8 +400,9 @@ def train_chunked(
         "best_step": [0] * n,
         "best": {},
     }
-    if ckpt is not None and ckpt.latest_step() is not None:
-        (state, best_params), meta = ckpt.restore((state, best_params))
+    restored = ckpt.restore_latest((state, best_params)) if resume else None
+    if restored is not None:
+        (state, best_params), meta, _ = restored
     kept = _metrics_lines(metrics_path)[: meta["rows_before"]]
     with open(metrics_path, "w") as f:  # drops rows computed after the checkpoint
         f.writelines(kept + [json.dumps(r, allow_nan=False) + "\n" for r in meta["rows"]])
