@@ -19,6 +19,7 @@ import ml_collections
 
 from dl.data import DataError
 from dl.report import report_markdown, write_results
+from dl.train import CheckpointError
 from experiments._fields import (
     SCALES,
     FieldError,
@@ -144,6 +145,8 @@ def run_experiment(
         metrics = module.run(config, workdir)
     except DataError as e:
         raise DataMissing(str(e)) from None
+    except CheckpointError as e:  # --resume over a damaged or foreign checkpoint
+        raise UsageError(str(e)) from None
     results = write_results(
         workdir,
         name=name,
