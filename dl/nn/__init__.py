@@ -1,0 +1,1 @@
+from dl.nn.pool import avg_pool, max_pool, max_pool_with_argmax, max_unpool, unpool_size
