@@ -1,1 +1,2 @@
 from dl.nn.pool import avg_pool, max_pool, max_pool_with_argmax, max_unpool, unpool_size
+from dl.nn.norm import BatchNorm, SpatialDropout
