@@ -13,6 +13,7 @@ that differs (`CheckpointError`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -91,28 +92,37 @@ def _mismatch(stored: Any, template: Any) -> str | None:
         shape, dtype = getattr(have[name], "shape", None), getattr(have[name], "dtype", None)
         if shape is not None and tuple(shape) != tuple(np.shape(x)):
             return f"{name} has shape {tuple(shape)} in the checkpoint, {tuple(np.shape(x))} here"
-        if dtype is not None and np.dtype(dtype) != np.dtype(x.dtype):
-            return f"{name} has dtype {np.dtype(dtype)} in the checkpoint, {np.dtype(x.dtype)} here"
+        here = np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)  # or a scalar
+        if dtype is not None and np.dtype(dtype) != here:
+            return f"{name} has dtype {np.dtype(dtype)} in the checkpoint, {here} here"
     extra = next((name for name in have if name not in want), None)
     return f"{extra} is in the checkpoint but not here" if extra else None
 
 
-def _drop_closed_loop_callbacks() -> None:
-    """After a failed read, orbax's asyncio loop closes while tensorstore still finishes the
-    other reads, whose callbacks then report RuntimeError('Event loop is closed') as unraisable,
-    one traceback each, possibly after `restore_latest` has returned. Those (and only those) are
-    dropped, process-wide: they say nothing the error did not."""
+def _is_read_aftermath(u) -> bool:
+    """True for the two unraisable reports a failed orbax read leaves behind, one traceback per
+    array still in flight, possibly after `restore_latest` has returned; they say nothing the
+    error did not: tensorstore finishing a read whose asyncio loop orbax has closed
+    (RuntimeError('Event loop is closed')), and the abandoned read coroutine, closed by the
+    garbage collector, turning GeneratorExit into orbax's bare Exception."""
+    e = u.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+        return True
+    return type(e) is Exception and isinstance(e.__cause__, GeneratorExit)
+
+
+def _drop_read_aftermath() -> None:
+    """Installs (once; process-wide) an unraisable hook that drops `_is_read_aftermath` reports
+    and passes every other one on."""
     hook = sys.unraisablehook
-    if getattr(hook, "_drops_closed_loop", False):
+    if getattr(hook, "_drops_read_aftermath", False):
         return
 
     def quiet(u):
-        if not (
-            isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"
-        ):
+        if not _is_read_aftermath(u):
             hook(u)
 
-    quiet._drops_closed_loop = True
+    quiet._drops_read_aftermath = True
     sys.unraisablehook = quiet
 
 
@@ -192,23 +202,24 @@ class Checkpointer:
             print(f"no checkpoint under {self.directory}; starting from step 0", file=sys.stderr)
             return None
         failed: list[tuple[int, str]] = []
-        _drop_closed_loop_callbacks()  # before reading: the callbacks can come at once
+        _drop_read_aftermath()  # before reading: the reports can come at once
         with _quiet_absl():
             for step in steps:
                 try:
                     state, meta = self._read(step, template)
                 except _Unreadable as e:
                     failed.append((step, str(e)))
-                    continue
-                for bad, _ in failed:
-                    self._manager.delete(bad)
-                break
+                else:
+                    break
+                gc.collect()  # the failed read's abandoned coroutines close now, under the hook
             else:
                 listed = ", ".join(str(s) for s, _ in failed)
                 raise CheckpointError(
                     f"no readable checkpoint under {self.directory} (steps {listed}; newest: "
                     f"{failed[0][1]}); use another --workdir or drop --resume"
                 )
+            for bad, _ in failed:
+                self._manager.delete(bad)
         if failed:
             many = len(failed) > 1
             print(
