@@ -34,8 +34,19 @@ def test_list_names_every_experiment(capsys):
             ["digits_mlp", "--config.nope=1"],
             "unknown config field 'nope'; valid fields: activation, batch_size",
         ),
-        (["digits_mlp", "--config.learning_rate=fast"], "'learning_rate' takes a float"),
-        (["digits_mlp", "--config.hidden=abc"], "'hidden' takes a tuple"),
+        (["digits_mlp", "--config.learning_rate=fast"], "'learning_rate' must be a float > 0"),
+        (["digits_mlp", "--config.hidden=abc"], "'hidden' must be a tuple of ints >= 1"),
+        (["digits_mlp", "--config.batch_size=0"], "'batch_size' must be >= 1; got '0'"),
+        (["digits_mlp", "--config.batch_size=-5"], "'batch_size' must be >= 1; got '-5'"),
+        (["digits_mlp", "--config.activation=foo"], "'activation' must be one of sigmoid, tanh"),
+        (["digits_mlp", "--config.dropout=1.5"], "'dropout' must be in [0, 1); got '1.5'"),
+        (["digits_mlp", "--config.num_epochs=0"], "'num_epochs' must be >= 1; got '0'"),
+        (
+            ["ensembles", "--config.members=4", "--config.ensemble_sizes=(1, 3)"],
+            "'ensemble_sizes' must hold sizes that each divide members; got ensemble_sizes=(1, 3)",
+        ),
+        (["digits_mlp", "--seed", "-1"], "'seed' must be in [0, 4294967295]; got '-1'"),
+        (["digits_mlp", "--data-dir", "/no/such/dir"], "'data_dir' must be an existing directory"),
         (["digits_mlp", "--scale", "huge"], "unknown scale 'huge'"),
         (["digits_mlp", "--seed", "x"], "invalid int value"),
         (["digits_mlp", "--bogus"], "unrecognized argument"),
@@ -91,10 +102,13 @@ def test_overrides_are_type_checked():
     )
     assert config.hidden == (32, 16) and config.learning_rate == 1.0
     assert isinstance(config.learning_rate, float)
-    with pytest.raises(UsageError, match="takes a int"):
-        apply_overrides(config, ["batch_size=0.5"])
+    fields = EXPERIMENTS["digits_mlp"].FIELDS
+    with pytest.raises(UsageError, match="must be an int >= 1; got '0.5'"):
+        apply_overrides(config, ["batch_size=0.5"], fields)
     with pytest.raises(UsageError, match="must look like"):
-        apply_overrides(config, ["batch_size"])
+        apply_overrides(config, ["batch_size"], fields)
+    apply_overrides(config, ["hidden=64"], fields)  # a scalar where a tuple is expected
+    assert config.hidden == (64,)
 
 
 def test_subprocess_exit_status_and_single_line():
