@@ -1,6 +1,7 @@
 """BatchNorm against torch.nn.BatchNorm2d (values, gradients, running statistics, eval mode),
 the exact momentum/variance mapping to flax's nn.BatchNorm, SpatialDropout's channel masks,
-the engine carrying batch statistics in `state.extra`, and 8 simulated devices equal to 1."""
+the engine carrying batch statistics in `state.extra`, and 8 simulated devices equal to 1
+(with on-device augmentation in the step)."""
 
 import json
 import os
@@ -204,6 +205,7 @@ import json, sys
 import jax, numpy as np, optax
 from flax import traverse_util
 from dl.data import ArrayData, Loader, eval_batches
+from dl.data.augment import with_augmentation
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.train.supervised import fit, init_state
 sys.path.insert(0, "tests/nn")
@@ -214,7 +216,10 @@ data = ArrayData(rng.normal(size=(64, 8, 8, 1)).astype(np.float32),
                  rng.integers(0, 3, 64).astype(np.int32))
 model = ConvBNNet()
 state = init_state(model, optax.sgd(0.1, momentum=0.9), data.x[:16], seed=0)
-state, _, _ = fit(state, loss_fn=classifier_loss(model), eval_fn=classifier_eval(model),
+# Augmentation inside the jitted step, on the sharded batch: crops, flips, rotations, elastic.
+loss_fn = with_augmentation(classifier_loss(model), crop_pad=1, flip=True, max_degrees=10.0,
+                            elastic_alpha=2.0, elastic_sigma=2.0)
+state, _, _ = fit(state, loss_fn=loss_fn, eval_fn=classifier_eval(model),
                   train_loader=Loader(data, 16, seed=0), val_batches=lambda: eval_batches(data, 16),
                   num_steps=6, workdir=sys.argv[1], eval_every=0, progress=False, log_every=1)
 flat = traverse_util.flatten_dict({"params": state.params, **state.extra}, sep="/")
@@ -244,7 +249,9 @@ def _run(workdir, devices):
 
 
 @pytest.mark.slow
-def test_conv_batchnorm_dropout_eight_devices_match_one(tmp_path):
+def test_conv_batchnorm_dropout_augment_eight_devices_match_one(tmp_path):
+    """`fit` with an augmented conv + BatchNorm + dropout net: 8 simulated devices (2 rows each)
+    equal 1 device, since batch statistics are means over the global, sharded batch."""
     (tmp_path / "one").mkdir()
     (tmp_path / "eight").mkdir()
     one, rows1 = _run(tmp_path / "one", 1)
