@@ -1,0 +1,313 @@
+"""N-d convolution and transposed convolution, channels-last, in three interchangeable forms.
+
+`conv(x, kernel, impl=...)` computes the same cross-correlation three ways:
+
+* "xla": `lax.conv_general_dilated`, differentiated by XLA's own rules (the weight gradient is
+  another convolution, with the batch as the contracted feature axis; the input gradient is a
+  convolution of the output gradient with the flipped kernel).
+* "im2col": patches + one GEMM (Chellapilla, Puri & Simard 2006; `dl.ops.im2col`), differentiated
+  through the GEMM.
+* "im2col_vjp": XLA's forward convolution and input gradient, but the weight gradient as the
+  GEMM of the im2col formulation, dW = patches^T @ dY, accumulated over chunks of the batch so
+  that the patches of one chunk (not all N * H' * W' rows of them) are held at once. A
+  `jax.custom_vjp`: reverse mode only (no `jax.jvp`/`jax.linearize` through it).
+
+Which one is fastest depends on the backend and shape; see BENCHMARKS.md ("conv") for the
+measurements behind the default of `dl.nn.conv.Conv`.
+
+Shapes: x is [*batch, *spatial, C] with any number of leading batch axes (flattened into one
+for XLA and restored; none at all is one unbatched example); kernel is [*window, C / G, O]
+(HWIO for images) for `conv` and [*window, C, O / G] for `conv_transpose`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dl.ops.im2col import Padding, as_tuple, conv_im2col, conv_padding, im2col
+
+IMPLS = ("xla", "im2col", "im2col_vjp")
+# Rows of patches per chunk in the "im2col_vjp" weight gradient, in bytes: a few MiB keeps one
+# chunk's patches and their GEMM panels in the last-level cache of a small CPU.
+WEIGHT_GRAD_CHUNK_BYTES = 4 * 2**20
+
+
+class ConvConfig(NamedTuple):
+    """Static, hashable settings of one convolution (explicit per-side padding)."""
+
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    feature_group_count: int
+
+
+def dimension_numbers(n: int) -> lax.ConvDimensionNumbers:
+    """Channels-last specs for `n` spatial axes: lhs [N, *spatial, C], rhs [*window, I, O],
+    out [N, *spatial, O] (NHWC / HWIO / NHWC for n = 2)."""
+    spatial = tuple(range(1, n + 1))
+    return lax.ConvDimensionNumbers(
+        lhs_spec=(0, n + 1, *spatial),
+        rhs_spec=(n + 1, n, *range(n)),
+        out_spec=(0, n + 1, *spatial),
+    )
+
+
+def _flatten_batch(x: jax.Array, n_spatial: int) -> tuple[jax.Array, tuple[int, ...]]:
+    """[*batch, *spatial, C] -> ([prod(batch), *spatial, C], batch); no batch axes -> one."""
+    batch = x.shape[: x.ndim - n_spatial - 1]
+    if x.ndim < n_spatial + 1:
+        raise ValueError(
+            f"a {n_spatial}-D convolution needs x: [*batch, *spatial, C], got {x.shape}"
+        )
+    return x.reshape(math.prod(batch), *x.shape[len(batch) :]), batch
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, cfg: ConvConfig) -> jax.Array:
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=cfg.strides,
+        padding=cfg.padding,
+        rhs_dilation=cfg.dilation,
+        dimension_numbers=dimension_numbers(len(cfg.strides)),
+        feature_group_count=cfg.feature_group_count,
+    )
+
+
+def im2col_weight_grad(
+    x: jax.Array,
+    g: jax.Array,
+    window: Sequence[int],
+    cfg: ConvConfig,
+    *,
+    chunk_bytes: int = WEIGHT_GRAD_CHUNK_BYTES,
+) -> jax.Array:
+    """dL/dkernel = sum over rows of patches(x)^T @ dL/dy, chunk by chunk over the batch.
+
+    Args:
+      x: [N, *spatial, C] the convolution's input.
+      g: [N, *out_spatial, O] the gradient with respect to its output.
+      window, cfg: the convolution's window and settings.
+      chunk_bytes: the patches of one chunk of images take about this much memory; the batch is
+        zero-padded to a whole number of chunks (zero images add nothing to the sum).
+
+    Returns:
+      [*window, C / G, O], the gradient of an HWIO kernel.
+    """
+    n, c, o = x.shape[0], x.shape[-1], g.shape[-1]
+    k, grp = math.prod(window), cfg.feature_group_count
+    rows_per_image = math.prod(g.shape[1:-1])
+    chunk = max(1, min(n, chunk_bytes // max(1, rows_per_image * k * c * x.dtype.itemsize)))
+    steps = -(-n // chunk)
+    pad = steps * chunk - n
+    if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+        g = jnp.concatenate([g, jnp.zeros((pad, *g.shape[1:]), g.dtype)])
+    xs = x.reshape(steps, chunk, *x.shape[1:])
+    gs = g.reshape(steps, chunk * rows_per_image, o)
+
+    def body(acc, xg):
+        xc, gc = xg
+        p = im2col(xc, window, strides=cfg.strides, padding=cfg.padding, dilation=cfg.dilation)
+        p = p.reshape(-1, k, grp, c // grp)
+        gc = gc.reshape(-1, grp, o // grp)
+        return acc + jnp.einsum("mkgc,mgo->kcgo", p, gc), None
+
+    acc0 = jnp.zeros((k, c // grp, grp, o // grp), jnp.result_type(x, g))
+    if steps == 1:
+        acc, _ = body(acc0, (xs[0], gs[0]))
+    else:
+        acc, _ = lax.scan(body, acc0, (xs, gs))
+    return acc.reshape(*window, c // grp, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_im2col_vjp(x: jax.Array, kernel: jax.Array, cfg: ConvConfig) -> jax.Array:
+    return _xla_conv(x, kernel, cfg)
+
+
+def _im2col_vjp_fwd(x, kernel, cfg):
+    return _xla_conv(x, kernel, cfg), (x, kernel)
+
+
+def _im2col_vjp_bwd(cfg, res, g):
+    x, kernel = res
+    # XLA's own input gradient: a convolution of g with the flipped kernel.
+    _, pullback = jax.vjp(lambda x: _xla_conv(x, kernel, cfg), x)
+    (dx,) = pullback(g)
+    dw = im2col_weight_grad(x, g, kernel.shape[:-2], cfg).astype(kernel.dtype)
+    return dx, dw
+
+
+_conv_im2col_vjp.defvjp(_im2col_vjp_fwd, _im2col_vjp_bwd)
+
+
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    impl: str = "xla",
+) -> jax.Array:
+    """Cross-correlation y[n, p, o] = sum_{k, c} x_pad[n, p * stride + k * dilation, c] w[k, c, o]
+    (what `torch.nn.functional.conv2d` computes, in channels-last layout), no bias.
+
+    Args:
+      x: [*batch, *spatial, C].
+      kernel: [*window, C / G, O]; its rank fixes the number of spatial axes (HWIO: 2-D).
+      strides, dilation: ints or one per spatial axis (`rhs_dilation`: the kernel's taps spread
+        `dilation` apart; Yu & Koltun 2016).
+      padding: 'SAME', 'VALID', an int, or per axis an int or a (lo, hi) pair
+        (`dl.ops.im2col.conv_padding`).
+      feature_group_count: G, grouped convolution; C and O must be multiples of G.
+      impl: "xla", "im2col" or "im2col_vjp" (module docstring); all give the same values.
+
+    Returns:
+      [*batch, *out_spatial, O], out = floor((in + lo + hi - dilation (k - 1) - 1) / stride) + 1.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    window = kernel.shape[:-2]
+    n = len(window)
+    if x.shape[-1] != kernel.shape[-2] * feature_group_count:
+        raise ValueError(
+            f"x has {x.shape[-1]} channels; kernel {kernel.shape} with feature_group_count="
+            f"{feature_group_count} needs {kernel.shape[-2] * feature_group_count}"
+        )
+    flat, batch = _flatten_batch(x, n)
+    strides, dilation = as_tuple(strides, n, "strides"), as_tuple(dilation, n, "dilation")
+    pads = conv_padding(
+        padding, window, strides=strides, dilation=dilation, spatial_shape=flat.shape[1:-1]
+    )
+    cfg = ConvConfig(strides, pads, dilation, feature_group_count)
+    if impl == "xla":
+        y = _xla_conv(flat, kernel, cfg)
+    elif impl == "im2col":
+        y = conv_im2col(
+            flat,
+            kernel,
+            strides=strides,
+            padding=pads,
+            dilation=dilation,
+            feature_group_count=feature_group_count,
+        )
+    else:
+        y = _conv_im2col_vjp(flat, kernel, cfg)
+    return y.reshape(*batch, *y.shape[1:])
+
+
+def conv_transpose_output_shape(
+    spatial_shape: Sequence[int],
+    window: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    output_padding: int | Sequence[int] = 0,
+) -> tuple[int, ...]:
+    """(in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 per axis: the
+    size `torch.nn.ConvTranspose2d` gives."""
+    n = len(window)
+    s, p, d, op = (
+        as_tuple(v, n, name)
+        for v, name in (
+            (strides, "strides"),
+            (padding, "padding"),
+            (dilation, "dilation"),
+            (output_padding, "output_padding"),
+        )
+    )
+    return tuple(
+        (i - 1) * s_ - 2 * p_ + d_ * (k - 1) + op_ + 1
+        for i, k, s_, p_, d_, op_ in zip(spatial_shape, window, s, p, d, op)
+    )
+
+
+def conv_transpose(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    output_padding: int | Sequence[int] = 0,
+    feature_group_count: int = 1,
+) -> jax.Array:
+    """Transposed ("fractionally strided", "deconvolution") convolution, defined exactly as
+    `torch.nn.functional.conv_transpose2d`: the adjoint of `conv` with the same stride, padding
+    and dilation, i.e. y[n, p, o] = sum over (q, k) with q * stride - padding + k * dilation = p of
+    x[n, q, c] w[k, c, o] (Zeiler et al. 2010; Dumoulin & Visin 2016 for the arithmetic).
+
+    Computed as a convolution of x dilated by the stride (`lhs_dilation`) with the spatially
+    flipped kernel, padded by dilation * (k - 1) - padding before and that plus output_padding
+    after (negative amounts crop).
+
+    Args:
+      x: [*batch, *spatial, C].
+      kernel: [*window, C, O / G]: torch's ConvTranspose weight [C, O / G, *window] moved to
+        channels-last, not flipped (`kernel = w_torch.transpose(2, 3, 0, 1)` in 2-D).
+      strides, padding, dilation: ints or one per axis, as torch's (padding is symmetric).
+      output_padding: extra size added to one side of the output (to pick among the input sizes
+        that a strided `conv` maps to the same output size); torch requires it to be smaller than
+        the stride or the dilation.
+      feature_group_count: G; C and O must be multiples of G.
+
+    Returns:
+      [*batch, *out_spatial, O] with `conv_transpose_output_shape` sizes.
+    """
+    window = kernel.shape[:-2]
+    n, c, g = len(window), kernel.shape[-2], feature_group_count
+    if x.shape[-1] != c or c % g:
+        raise ValueError(
+            f"x has {x.shape[-1]} channels; kernel {kernel.shape} needs {c}, a multiple of "
+            f"feature_group_count={g}"
+        )
+    s, p, d, op = (
+        as_tuple(v, n, name)
+        for v, name in (
+            (strides, "strides"),
+            (padding, "padding"),
+            (dilation, "dilation"),
+            (output_padding, "output_padding"),
+        )
+    )
+    for s_, d_, op_ in zip(s, d, op):
+        if not (0 <= op_ < max(s_, d_)):
+            raise ValueError(
+                f"output_padding {op} must be >= 0 and smaller than the stride {s} or the "
+                f"dilation {d} on every axis (as in torch)"
+            )
+    flat, batch = _flatten_batch(x, n)
+    # Grouped: torch's weight groups its input channels, [G * C/G, O/G]; lax wants [C/G, G * O/G].
+    o_group = kernel.shape[-1]
+    w = jnp.flip(kernel, axis=tuple(range(n)))
+    w = w.reshape(*window, g, c // g, o_group)
+    w = jnp.moveaxis(w, n, n + 1).reshape(*window, c // g, g * o_group)
+    lo = [d_ * (k - 1) - p_ for k, p_, d_ in zip(window, p, d)]
+    hi = [lo_ + op_ for lo_, op_ in zip(lo, op)]
+    # lax.conv_general_dilated rejects negative padding: pad by the non-negative part, then crop.
+    y = lax.conv_general_dilated(
+        flat,
+        w,
+        window_strides=(1,) * n,
+        padding=[(max(a, 0), max(b, 0)) for a, b in zip(lo, hi)],
+        lhs_dilation=s,
+        rhs_dilation=d,
+        dimension_numbers=dimension_numbers(n),
+        feature_group_count=g,
+    )
+    crop = tuple(
+        slice(max(-a, 0), y.shape[1 + i] - max(-b, 0)) for i, (a, b) in enumerate(zip(lo, hi))
+    )
+    y = y[(slice(None), *crop, slice(None))]
+    return y.reshape(*batch, *y.shape[1:])
