@@ -7,6 +7,8 @@ Adding one: write `experiments/NAME.py` with PAPER, get_config(scale) and run(co
 from types import ModuleType
 
 from experiments import (
+    activation_maximization,
+    ciresan_mlp,
     deep_linear_orthogonal,
     digits_linear,
     digits_mlp,
@@ -40,4 +42,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "hyperparameter_search": hyperparameter_search,
     "ensembles": ensembles,
     "sparsemax_multilabel": sparsemax_multilabel,
+    # Issue 7: convolutional networks.
+    "activation_maximization": activation_maximization,
+    "ciresan_mlp": ciresan_mlp,
 }
