@@ -2,7 +2,7 @@
 
 * `Conv`: N-d convolution (LeCun et al. 1989, 1998) with stride, padding, dilation and groups,
   over `dl.ops.conv.conv` (XLA's convolution, or the im2col GEMM of Chellapilla, Puri & Simard
-  2006, or XLA's forward with an im2col weight gradient).
+  2006, or XLA's forward with an im2col weight gradient; by default the one measured fastest).
 * `ConvTranspose`: the transposed convolution defined as `torch.nn.ConvTranspose2d`, with
   `output_padding` (Zeiler et al. 2010; Dumoulin & Visin 2016; the DCGAN generator of
   Radford, Metz & Chintala 2016 is a stack of them).
@@ -75,8 +75,10 @@ class Conv(nn.Module):
       use_bias: add a learned bias per output channel.
       kernel_init, bias_init: "torch" (module docstring), "zeros", a name in
         `dl.ops.initializers.INITIALIZERS`, or a callable `init(key, shape, dtype)`.
-      impl: "xla" | "im2col" | "im2col_vjp" (`dl.ops.conv`); the same values and gradients.
-        The default is the one measured fastest (BENCHMARKS.md, "conv").
+      impl: "auto" | "xla" | "im2col" | "im2col_vjp" (`dl.ops.conv`); the same values and
+        gradients. "auto" is the one measured fastest for the layer's shape and backend
+        (BENCHMARKS.md, "conv"): on CPU with a wide patch row that is "im2col_vjp", which is
+        reverse-mode only; pass "xla" to differentiate in forward mode (jvp, jacfwd).
     """
 
     features: int
@@ -88,7 +90,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     kernel_init: Init = "torch"
     bias_init: Init = "torch"
-    impl: str = "xla"
+    impl: str = "auto"
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -232,7 +234,7 @@ class SequenceConv(nn.Module):
     use_bias: bool = True
     kernel_init: Init = "torch"
     bias_init: Init = "torch"
-    impl: str = "xla"
+    impl: str = "auto"
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact

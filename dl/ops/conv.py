@@ -6,14 +6,16 @@
   another convolution, with the batch as the contracted feature axis; the input gradient is a
   convolution of the output gradient with the flipped kernel).
 * "im2col": patches + one GEMM (Chellapilla, Puri & Simard 2006; `dl.ops.im2col`), differentiated
-  through the GEMM.
+  through the GEMM. It holds all N * H' * W' patch rows at once (25x the input for a 5x5
+  kernel): the slowest here on CPU (BENCHMARKS.md), kept as the readable reference formulation.
 * "im2col_vjp": XLA's forward convolution and input gradient, but the weight gradient as the
   GEMM of the im2col formulation, dW = patches^T @ dY, accumulated over chunks of the batch so
-  that the patches of one chunk (not all N * H' * W' rows of them) are held at once. A
-  `jax.custom_vjp`: reverse mode only (no `jax.jvp`/`jax.linearize` through it).
-
-Which one is fastest depends on the backend and shape; see BENCHMARKS.md ("conv") for the
-measurements behind the default of `dl.nn.conv.Conv`.
+  that only one chunk's patches (a few MiB) exist at a time. A `jax.custom_vjp`: reverse mode
+  only -- `jax.grad` (also of a gradient) works, `jax.jvp`/`jax.linearize`/`jax.jacfwd` raise.
+* "auto" (the default) picks "im2col_vjp" on the CPU backend when a patch row is wide enough,
+  prod(window) * C / G >= AUTO_MIN_PATCH, and "xla" otherwise: where each was measured faster
+  on the 2-core CPU (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) it is always "xla", which was
+  not measured against the others there. Pass impl="xla" for forward-mode differentiation.
 
 Shapes: x is [*batch, *spatial, C] with any number of leading batch axes (flattened into one
 for XLA and restored; none at all is one unbatched example); kernel is [*window, C / G, O]
@@ -34,6 +36,9 @@ from jax import lax
 from dl.ops.im2col import Padding, as_tuple, conv_im2col, conv_padding, im2col
 
 IMPLS = ("xla", "im2col", "im2col_vjp")
+# "auto" uses "im2col_vjp" on CPU from this patch-row width prod(window) * C / G up: it measured
+# slower at 25 (5x5, one input channel) and faster at 144, 576 and 800 (BENCHMARKS.md, "conv").
+AUTO_MIN_PATCH = 128
 # Rows of patches per chunk in the "im2col_vjp" weight gradient, in bytes: a few MiB keeps one
 # chunk's patches and their GEMM panels in the last-level cache of a small CPU.
 WEIGHT_GRAD_CHUNK_BYTES = 4 * 2**20
@@ -95,8 +100,9 @@ def im2col_weight_grad(
       x: [N, *spatial, C] the convolution's input.
       g: [N, *out_spatial, O] the gradient with respect to its output.
       window, cfg: the convolution's window and settings.
-      chunk_bytes: the patches of one chunk of images take about this much memory; the batch is
-        zero-padded to a whole number of chunks (zero images add nothing to the sum).
+      chunk_bytes: the patches of one chunk of images take at most about this much memory (at
+        least one image per chunk); chunks are made as even as possible and the batch is
+        zero-padded to a whole number of them (zero images add nothing to the sum).
 
     Returns:
       [*window, C / G, O], the gradient of an HWIO kernel.
@@ -104,8 +110,9 @@ def im2col_weight_grad(
     n, c, o = x.shape[0], x.shape[-1], g.shape[-1]
     k, grp = math.prod(window), cfg.feature_group_count
     rows_per_image = math.prod(g.shape[1:-1])
-    chunk = max(1, min(n, chunk_bytes // max(1, rows_per_image * k * c * x.dtype.itemsize)))
-    steps = -(-n // chunk)
+    most = max(1, min(n, chunk_bytes // max(1, rows_per_image * k * c * x.dtype.itemsize)))
+    steps = -(-n // most)
+    chunk = -(-n // steps)  # as even as possible: fewer than `steps` zero images of padding
     pad = steps * chunk - n
     if pad:
         x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -149,6 +156,16 @@ def _im2col_vjp_bwd(cfg, res, g):
 _conv_im2col_vjp.defvjp(_im2col_vjp_fwd, _im2col_vjp_bwd)
 
 
+def resolve_impl(impl: str, kernel_shape: Sequence[int]) -> str:
+    """The impl that `conv` runs for `impl` ("auto" resolved; see the module docstring)."""
+    if impl == "auto":
+        wide = math.prod(kernel_shape[:-2]) * kernel_shape[-2] >= AUTO_MIN_PATCH
+        return "im2col_vjp" if wide and jax.default_backend() == "cpu" else "xla"
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be 'auto' or one of {IMPLS}, got {impl!r}")
+    return impl
+
+
 def conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -157,7 +174,7 @@ def conv(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     feature_group_count: int = 1,
-    impl: str = "xla",
+    impl: str = "auto",
 ) -> jax.Array:
     """Cross-correlation y[n, p, o] = sum_{k, c} x_pad[n, p * stride + k * dilation, c] w[k, c, o]
     (what `torch.nn.functional.conv2d` computes, in channels-last layout), no bias.
@@ -170,13 +187,13 @@ def conv(
       padding: 'SAME', 'VALID', an int, or per axis an int or a (lo, hi) pair
         (`dl.ops.im2col.conv_padding`).
       feature_group_count: G, grouped convolution; C and O must be multiples of G.
-      impl: "xla", "im2col" or "im2col_vjp" (module docstring); all give the same values.
+      impl: "auto", "xla", "im2col" or "im2col_vjp" (module docstring); all give the same
+        values and gradients.
 
     Returns:
       [*batch, *out_spatial, O], out = floor((in + lo + hi - dilation (k - 1) - 1) / stride) + 1.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    impl = resolve_impl(impl, kernel.shape)
     window = kernel.shape[:-2]
     n = len(window)
     if x.shape[-1] != kernel.shape[-2] * feature_group_count:
