@@ -1,10 +1,12 @@
-"""MNIST MLPs with and without dropout (Srivastava et al. 2014, Table 2), read through tfds.
+"""MNIST MLPs with and without dropout (Srivastava et al. 2014, Table 2), on the real IDX files.
 
-Run:    python run.py mnist_mlp --scale quick --data-dir ~/tensorflow_datasets
-Expect: not measured yet: the machine that produced REPORT.md has no MNIST prepared, so
-        `run all` skipped it. The bars: quick (dropout net only, 3 epochs) test error <= 2.0%;
-        full (100 epochs, on one GPU) dropout net <= 1.35% (paper: 1.25%), standard net
-        <= 1.70% (paper: 1.60%). Needs MNIST prepared for tfds (see README).
+Run:    python run.py mnist_mlp --scale quick
+Expect: quick on a 2-core CPU: 12 epochs in 200 CPU-seconds, so about 2 min on idle cores (584 s
+        measured with the cores shared at load 10); dropout net test error 1.92% (bar <= 2.0%;
+        paper: 1.06% with max-norm, 1.25% without). Full (100 epochs per net, adds the standard
+        2x800 net; not run yet): about 2400 CPU-seconds, 20-25 min on 2 idle cores, estimated
+        from quick's step rate; bars dropout <= 1.30%, standard <= 1.60%. Data: <root>/mnist/
+        IDX files or a tfds copy, found as in README "Data" (../shared/data has them).
 """
 
 from __future__ import annotations
@@ -25,15 +27,20 @@ PAPER = {
     "citation": "Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, JMLR 15, "
     "'Dropout', Table 2",
     "claim": "Dropout lowers MNIST test error of a fully connected net.",
-    "published": {"standard_net_error_pct": 1.60, "dropout_relu_3x1024_error_pct": 1.25},
+    "published": {
+        "standard_net_error_pct": 1.60,  # Simard et al. 2003's 2x800 logistic net
+        "dropout_relu_3x1024_error_pct": 1.25,
+        "dropout_maxnorm_relu_3x1024_error_pct": 1.06,
+    },
     "bars": {
-        "smoke": "none (plumbing on mock data)",
-        "quick": "dropout net test error <= 2.0% after a few epochs",
-        "full": "dropout net test error <= 1.35% (paper 1.25 + 0.1), standard net <= 1.70% "
-        "(paper 1.60 + 0.1), and dropout < standard",
+        "smoke": "none (plumbing on synthetic IDX files)",
+        "quick": "dropout net test error <= 2.0% after 12 epochs on all 50000 train images",
+        "full": "dropout net (max-norm c = 3.5) test error <= 1.30% (paper 1.06 with max-norm, "
+        "1.25 without), standard net <= 1.60% (the paper's number), and dropout < standard",
     },
 }
-ERROR_BAR_PCT = {"quick": 2.0, "full": 1.35}  # dropout net; smoke checks plumbing only
+ERROR_BAR_PCT = {"quick": 2.0, "full": 1.30}  # dropout net; smoke checks plumbing only
+STANDARD_BAR_PCT = 1.60  # full scale: Table 2's standard net, no margin
 
 
 def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
@@ -45,16 +52,20 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.dropout_hidden = (1024, 1024, 1024)  # Table 2: "Dropout NN, ReLU, 3 layers, 1024 units"
     c.dropout_rate = 0.5  # hidden units (paper: p_retain = 0.5)
     c.input_dropout = 0.2  # input units (paper: p_retain = 0.8)
-    # Cap on each hidden unit's incoming weight norm, dropout net only (0 = off). The paper's c is
-    # 3-4 (sec. 5.1); it lets the high learning rate run without weights blowing up.
-    c.max_norm = {"smoke": 0.0, "quick": 0.0, "full": 3.5}[scale]
+    # Cap on each unit's incoming weight norm, dropout net only (0 = off): the paper's c of 3-4
+    # (sec. 5.1). Quick was tuned with it on (not ablated at the same rate).
+    c.max_norm = 3.5
     c.standard_hidden = (800, 800)  # Table 2's "standard neural net" (Simard et al. 2003)
     c.train_standard = scale == "full"  # the no-dropout baseline is trained at full scale only
-    c.learning_rate = 0.05  # SGD with Nesterov momentum, cosine-decayed
+    # SGD with Nesterov momentum, cosine-decayed to 0. Quick: 0.01-0.1 tried at 5-12 epochs and
+    # 0.025 had the best val accuracy; full keeps 0.05, which also suits the sigmoid standard net
+    # (not tuned at 100 epochs).
+    c.learning_rate = {"smoke": 0.05, "quick": 0.025, "full": 0.05}[scale]
     c.momentum = 0.95  # the paper's momentum range is 0.95-0.99
     c.batch_size = {"smoke": 16, "quick": 128, "full": 128}[scale]  # SGD minibatch
-    # Epochs per net over all 50000 train images; quick fits about 2 minutes on 2 cores.
-    c.num_epochs = {"smoke": 1, "quick": 3, "full": 100}[scale]
+    # Epochs per net over all 50000 train images; quick's 12 are about 2 minutes on 2 idle cores
+    # (18 CPU-seconds an epoch); 10 epochs (at rate 0.02) gave 2.15%, over the quick bar.
+    c.num_epochs = {"smoke": 1, "quick": 12, "full": 100}[scale]
     c.eval_every_epochs = 1  # validation picks the reported (best) params
     c.checkpoint_every_epochs = 1  # orbax checkpoints for --resume
     c.max_steps = {"smoke": 4, "quick": 0, "full": 0}[scale]  # cap on steps (0 = no cap)
@@ -146,13 +157,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
         bars += [
             at_most(
-                "standard net test error %", metrics["standard_test_error_pct"], 1.70, paper="1.60"
+                "standard net test error %",
+                metrics["standard_test_error_pct"],
+                STANDARD_BAR_PCT,
+                paper="1.60",
             ),
             at_most(
                 "dropout - standard error %",
                 metrics["dropout_test_error_pct"] - metrics["standard_test_error_pct"],
                 0.0,
-                paper="-0.35",
+                paper="-0.54" if config.max_norm else "-0.35",
             ),
         ]
     if config.dataset == "mnist" and config.scale in ERROR_BAR_PCT:
@@ -162,7 +176,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "dropout net test error %",
                 metrics["dropout_test_error_pct"],
                 ERROR_BAR_PCT[config.scale],
-                paper="1.25",
+                paper="1.06" if config.max_norm else "1.25",
             ),
         )
     metrics["bars"] = bars

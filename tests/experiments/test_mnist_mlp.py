@@ -24,7 +24,6 @@ def test_smoke_on_synthetic_idx_files(tmp_path):
         scale="smoke",
         workdir=str(tmp_path / "w"),
         data_dir=str(tmp_path / "data"),
-        overrides=["max_norm=3.5"],  # the full-scale optimizer chain, on the plumbing run
     )
     assert 0.0 <= r["metrics"]["dropout_test_error_pct"] <= 100.0
     assert os.path.exists(tmp_path / "w" / "dropout_curves.png")
