@@ -20,6 +20,7 @@ from experiments import (
     optimizers_rosenbrock,
     perceptron,
     regularization,
+    segmentation,
     sparsemax_multilabel,
     universal_approximation,
     vanishing_gradients,
@@ -45,4 +46,5 @@ EXPERIMENTS: dict[str, ModuleType] = {
     # Issue 7: convolutional networks.
     "activation_maximization": activation_maximization,
     "ciresan_mlp": ciresan_mlp,
+    "segmentation": segmentation,
 }
