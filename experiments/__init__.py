@@ -22,6 +22,8 @@ from experiments import (
     regularization,
     segmentation,
     sparsemax_multilabel,
+    transfer_learning,
+    translation_invariance,
     universal_approximation,
     vanishing_gradients,
 )
@@ -44,6 +46,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "ensembles": ensembles,
     "sparsemax_multilabel": sparsemax_multilabel,
     # Issue 7: convolutional networks.
+    "translation_invariance": translation_invariance,
+    "transfer_learning": transfer_learning,
     "activation_maximization": activation_maximization,
     "ciresan_mlp": ciresan_mlp,
     "segmentation": segmentation,
