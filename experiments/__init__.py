@@ -15,6 +15,7 @@ from experiments import (
     ensembles,
     glorot_init,
     hyperparameter_search,
+    lenet_mnist,
     mnist_mlp,
     optimizers_digits,
     optimizers_rosenbrock,
@@ -46,6 +47,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "ensembles": ensembles,
     "sparsemax_multilabel": sparsemax_multilabel,
     # Issue 7: convolutional networks.
+    "lenet_mnist": lenet_mnist,
     "translation_invariance": translation_invariance,
     "transfer_learning": transfer_learning,
     "activation_maximization": activation_maximization,

@@ -196,3 +196,30 @@ def test_sparsemax_benchmark_parity():
         assert names <= set(row["ms"]) == set(row["parity_max_abs_diff"]) == set(row["others_busy"])
         assert all(v < 1e-5 for v in row["parity_max_abs_diff"].values()), row
         assert row["calls_per_repeat"] >= 1
+
+
+def test_cnn_step_structure_and_parity(tmp_path, capsys):
+    # Both models, every conv impl, eager PyTorch: the copied weights must give the same first
+    # losses on every side (the benchmark checks this before timing; here it is the point).
+    from benchmarks import cnn_step
+    from dl.ops.conv import IMPLS
+
+    path = tmp_path / "cnn.json"
+    res = cnn_step.main(
+        ["--steps", "1", "--repeats", "1", "--no-torch-compile", "--json", str(path)]
+    )
+    assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
+    assert "jax xla" in capsys.readouterr().out
+    for name, counts in (("mnist_cnn", 3274634), ("lenet5", 61706)):
+        r = res["models"][name]
+        assert r["param_count"] == counts
+        assert set(r["results"]) == {f"jax {i}" for i in IMPLS} | {"torch eager"}
+        assert r["parity_max_abs_loss_diff"] < 1e-4, r["parity_max_abs_loss_diff"]
+        for impl in IMPLS:
+            key = cnn_step.ratio_key(impl, "torch eager")
+            num, den = r["results"][f"jax {impl}"], r["results"]["torch eager"]
+            check_ratio(r["ratios"], r["notes"], key, num, den, quiet=False)
+            quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
+            check_ratio(r["ratios"], r["notes"], quiet, num, den, quiet=True)
+            assert res["ratios"][f"{name}_{key}"] == r["ratios"][key]
+    assert "mnist_cnn_jax_over_torch_eager" in res["ratios"]

@@ -3,9 +3,12 @@
 * `LeNet5` (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
   recognition", sec. II.B, Fig. 2): 32x32 input, C1 6@5x5 -> S2 2x2 -> C3 16@5x5 -> S4 2x2 ->
   C5 120@5x5 -> F6 84 -> 10. Where this differs from the paper, and why:
-  - the 28x28 digit is zero-padded by 2 pixels on every side to 32x32, as the paper centres the
-    MNIST digits in a 32x32 field (so C1 sees 'VALID' 5x5 windows of the padded image, and the
-    stroke ends reach the centre of C3's receptive fields);
+  - pixels in [0, 1] are mapped to the paper's input levels, background -0.1 and foreground
+    1.175 ("the mean input roughly 0, and the variance roughly 1", sec. II.B), which keeps the
+    tanh units off saturation (`paper_input=False` keeps them as they are);
+  - the 28x28 digit is padded with the background level by 2 pixels on every side to 32x32, as
+    the paper centres the MNIST digits in a 32x32 field (so C1 sees 'VALID' 5x5 windows of the
+    padded image, and the stroke ends reach the centre of C3's receptive fields);
   - S2 and S4 are plain 2x2 average pools with no parameters: the paper's subsampling units
     multiply the 4-pixel sum by a trainable coefficient and add a trainable bias before the
     squashing; the next layer's weights and biases absorb both, up to the nonlinearity;
@@ -62,11 +65,13 @@ class LeNet5(nn.Module):
 
     Attributes:
       activation: "scaled_tanh" (the paper's), "tanh" or "relu", after C1, C3, C5 and F6.
+      paper_input: map pixels x in [0, 1] to 1.275 x - 0.1 (background -0.1, ink 1.175).
       classes: output units.
       conv_impl: `dl.nn.conv.Conv`'s impl ("xla" | "im2col" | "im2col_vjp"); same values.
     """
 
     activation: str = "scaled_tanh"
+    paper_input: bool = True
     classes: int = 10
     conv_impl: str = "xla"
 
@@ -76,7 +81,11 @@ class LeNet5(nn.Module):
         batch = _check_image(x, "LeNet5")
         act = _activation(self.activation)
         lead = [(0, 0)] * len(batch)
-        x = jnp.pad(x, [*lead, (2, 2), (2, 2), (0, 0)])  # the 32x32 field of the paper
+        background = -0.1 if self.paper_input else 0.0
+        if self.paper_input:
+            x = x * (1.175 - background) + background
+        # the 32x32 field of the paper, filled with the background level
+        x = jnp.pad(x, [*lead, (2, 2), (2, 2), (0, 0)], constant_values=background)
         x = act(Conv(6, 5, impl=self.conv_impl, name="c1")(x))  # [*, 28, 28, 6]
         x = avg_pool(x, 2)  # S2: [*, 14, 14, 6]
         x = act(Conv(16, 5, impl=self.conv_impl, name="c3")(x))  # [*, 10, 10, 16]
