@@ -23,6 +23,7 @@ from dl.data.augment import with_augmentation
 from dl.models.cnn import LeNet5
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.report import at_most, plots
+from dl.report.grids import image_grid
 from dl.train.supervised import fit, init_state
 from experiments._fields import DATA_DIR, SCALES, SEED, Bool, Choice, Float, Int
 
@@ -151,10 +152,11 @@ def train_one(name, model, splits, config, workdir, *, distort: bool):
     x, y = splits["test"].x, splits["test"].y
     pred = predict(model, jax.device_get(params), x)
     wrong = np.flatnonzero(pred != y)[: config.misclassified_shown]
-    plots.image_grid(
-        [x[i] for i in wrong],
+    image_grid(
+        x[wrong],
         f"{workdir}/{name}_misclassified.png",
         titles=[f"{y[i]} -> {pred[i]}" for i in wrong],
+        normalize="none",
         title=f"LeNet-5 ({name}): first {len(wrong)} misclassified test digits (true -> predicted)",
     )
     return 100.0 * (1.0 - test["accuracy"]), summary["param_count"]

@@ -30,6 +30,13 @@ def image_grid(
     Returns:
       path.
     """
+    if len(images) == 0:  # e.g. no misclassified digit: say so rather than fail
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "none", ha="center", va="center")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
     images = np.asarray(images, np.float32)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]

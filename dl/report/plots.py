@@ -65,35 +65,3 @@ def curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def image_grid(
-    images: Sequence[Any],
-    path: str,
-    *,
-    titles: Sequence[str] = (),
-    ncols: int = 8,
-    title: str = "",
-) -> str:
-    """Grayscale images ([H, W] or [H, W, 1] each, any range; shown from their own min to max)
-    in rows of `ncols`, each above its title (e.g. "7 -> 1" for a misclassified digit); empty
-    panels hide their axes. An empty `images` writes a one-panel "none" figure."""
-    n = max(len(images), 1)
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.4 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(images):
-            im = images[i]
-            ax.imshow(im.reshape(im.shape[0], im.shape[1]), cmap="gray_r")
-            if i < len(titles):
-                ax.set_title(titles[i], fontsize=8)
-        elif i == 0:
-            ax.text(0.5, 0.5, "none", ha="center", va="center")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -22,3 +22,8 @@ def test_image_grid_refuses_bad_shapes_and_modes(tmp_path):
         image_grid(np.zeros((2, 3)), str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="normalize"):
         image_grid(np.zeros((2, 3, 3)), str(tmp_path / "x.png"), normalize="bogus")
+
+
+def test_image_grid_of_no_images_says_none(tmp_path):
+    path = image_grid([], str(tmp_path / "none.png"))
+    assert Image.open(path).size == (200, 100)
