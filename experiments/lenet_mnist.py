@@ -54,8 +54,8 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.seed = 0  # init and data order
     c.data_dir = ""  # data root; "" = $DL_DATA_DIR, else <repo>/data, else ../shared/data
     c.activation = "scaled_tanh"  # the paper's 1.7159 tanh(2a/3); or tanh / relu
-    # dl.nn.conv.Conv impl, same values; im2col ran the LeNet-5 step 3.7x faster than XLA's conv
-    # on the 2-core CPU (BENCHMARKS.md, cnn_step)
+    # dl.nn.conv.Conv impl, same values; im2col ran the LeNet-5 step 1.4-3.7x faster than XLA's
+    # conv on the loaded 2-core CPU (BENCHMARKS.md, cnn_step)
     c.conv_impl = "im2col"
     # Adam, cosine-decayed to 0 (the paper's stochastic diagonal Levenberg-Marquardt is not in
     # dl.optim; Adam reaches the same error in a few epochs, which the quick scale needs).
