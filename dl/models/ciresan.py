@@ -31,11 +31,6 @@ TABLE_1: dict[int, tuple[int, ...]] = {
 }
 
 
-def scaled_tanh(x: jax.Array) -> jax.Array:
-    """1.7159 tanh(2x/3) (LeCun et al. 1998, Appendix A), as `dl.models.cnn.scaled_tanh`."""
-    return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
-
-
 class CiresanMLP(nn.Module):
     """x: [*batch, 28, 28, 1] -> logits [*batch, classes] (module docstring).
 
@@ -56,7 +51,7 @@ class CiresanMLP(nn.Module):
         del train  # no dropout or batch norm: the paper's nets are plain
         chex.assert_shape(x, (..., *IMAGE), custom_message="CiresanMLP x: [*batch, 28, 28, 1]")
         batch = x.shape[:-3]
-        act = scaled_tanh if self.activation == "scaled_tanh" else get_activation(self.activation)
+        act = get_activation(self.activation)
         init = nn.initializers.uniform(2.0 * self.init_scale)  # U[0, 2s), shifted below
 
         def kernel_init(key, shape, dtype=jnp.float32):

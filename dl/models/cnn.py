@@ -46,15 +46,6 @@ from dl.ops.activations import get_activation
 IMAGE = (28, 28, 1)  # the MNIST digit both models take
 
 
-def scaled_tanh(x: jax.Array) -> jax.Array:
-    """LeCun et al. 1998, Appendix A: f(a) = A tanh(S a), A = 1.7159, S = 2/3, so f(1) ~ 1."""
-    return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
-
-
-def _activation(name: str):
-    return scaled_tanh if name == "scaled_tanh" else get_activation(name)
-
-
 def _check_image(x: jax.Array, who: str) -> tuple[int, ...]:
     chex.assert_shape(x, (..., *IMAGE), custom_message=f"{who} input x: [*batch, 28, 28, 1]")
     return x.shape[:-3]
@@ -79,7 +70,7 @@ class LeNet5(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm: the signature matches the other models
         batch = _check_image(x, "LeNet5")
-        act = _activation(self.activation)
+        act = get_activation(self.activation)
         lead = [(0, 0)] * len(batch)
         background = -0.1 if self.paper_input else 0.0
         if self.paper_input:

@@ -32,6 +32,12 @@ def tanh(x: Array) -> Array:
     return jnp.tanh(x)
 
 
+def scaled_tanh(x: Array) -> Array:
+    """LeCun et al. 1998, Appendix A: 1.7159 tanh(2x/3), so that f(+-1) = +-1 and the gain at 0
+    is about 1.14 (LeNet-5's and Ciresan et al. 2010's units)."""
+    return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
+
+
 def relu(x: Array) -> Array:
     """Rectified linear unit max(x, 0); its derivative at exactly 0 is taken to be 0.
 
@@ -128,6 +134,7 @@ def log_softmax(x: Array, axis: int = -1) -> Array:
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "sigmoid": sigmoid,
     "tanh": tanh,
+    "scaled_tanh": scaled_tanh,
     "relu": relu,
     "leaky_relu": leaky_relu,
     "elu": elu,

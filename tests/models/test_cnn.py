@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dl.models.cnn import CNNS, LeNet5, MnistCNN, get_cnn, scaled_tanh
+from dl.models.cnn import CNNS, LeNet5, MnistCNN, get_cnn
+from dl.ops.activations import scaled_tanh
 from dl.train.state import param_count
 
 

@@ -46,6 +46,12 @@ CASES = {
     "softplus": ("softplus", {}, lambda x: np.logaddexp(0.0, x), F.softplus),
     "softsign": ("softsign", {}, lambda x: x / (1 + np.abs(x)), F.softsign),
     "identity": ("identity", {}, lambda x: x, lambda t: t),
+    "scaled_tanh": (
+        "scaled_tanh",
+        {},
+        lambda x: 1.7159 * np.tanh(2.0 * x / 3.0),
+        lambda t: 1.7159 * torch.tanh(2.0 * t / 3.0),
+    ),
 }
 
 
@@ -80,7 +86,7 @@ def test_elementwise_gradients_match_torch_autograd(case):
     # but 1 here (the jax.nn convention, checked below), elu' = alpha.
     keep = POINTS != 0 if case.startswith("leaky_relu") else slice(None)
     # tanh' = 1 - tanh^2 cancels in float32 where tanh is near 1: absolute error about eps32.
-    atol = 3e-7 if case == "tanh" else 1e-7
+    atol = 3e-7 if case.endswith("tanh") else 1e-7
     np.testing.assert_allclose(ours[keep], t.grad.numpy()[keep], rtol=1e-6, atol=atol)
 
 
@@ -95,6 +101,7 @@ def test_elementwise_agree_with_jax_nn_in_value_and_gradient(name):
         "softplus": jax.nn.softplus,
         "softsign": jax.nn.soft_sign,
         "identity": lambda x: x,
+        "scaled_tanh": lambda x: 1.7159 * jax.nn.tanh(x * (2.0 / 3.0)),
     }[name]
     x = jnp.asarray(POINTS)
     value, grad = _VALUE_AND_GRAD[name](x)
@@ -120,7 +127,8 @@ def test_elementwise_finite_with_finite_gradients_anywhere(x):
 
 
 def test_registry_lists_the_elementwise_activations_and_rejects_unknown_names():
-    expected = {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "softsign", "identity"}
+    expected = {"sigmoid", "tanh", "scaled_tanh", "relu", "leaky_relu", "elu", "softplus"}
+    expected |= {"softsign", "identity"}
     assert set(act.ACTIVATIONS) == expected
     for name in expected:
         assert act.get_activation(name) is getattr(act, name)
