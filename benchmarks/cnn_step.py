@@ -203,9 +203,9 @@ def ratio_key(jax_impl: str, torch_name: str) -> str:
     return f"{side}_over_{torch_name.replace(' ', '_').replace('.', '_')}"
 
 
-def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr) -> dict:
-    x, y = make_batch(seed)
-    flops = step_flops(name)
+def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr, batch=BATCH) -> dict:
+    x, y = make_batch(seed, batch)
+    flops = step_flops(name, batch)
     runners, notes, params0 = {}, {}, None
     for impl in impls:
         runners[jax_name(impl)], params0 = jax_runner(name, impl, x, y, seed=seed, lr=lr)
@@ -228,7 +228,7 @@ def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr) -> dict
     results = {}
     for rname, runner in runners.items():
         results[rname] = summarize(seconds[rname], busy[rname], steps=steps, flops=flops)
-        results[rname]["images_per_s"] = results[rname]["steps_per_s"] * BATCH
+        results[rname]["images_per_s"] = results[rname]["steps_per_s"] * batch
         results[rname]["warmup_losses"] = runner.warmup_losses
     ratios = {}
     for impl in impls:
@@ -263,6 +263,7 @@ def benchmark(
     lr: float = LEARNING_RATE,
     peak_sizes=(),
     peak_repeats: int = 3,
+    batch: int = BATCH,
 ) -> dict:
     """Runs everything; the JSON-able result. Top-level `ratios` are `{model}_{key}`."""
     info = machine()
@@ -275,6 +276,7 @@ def benchmark(
             torch_compile=torch_compile,
             seed=seed,
             lr=lr,
+            batch=batch,
         )
         for m in models
     }
@@ -289,7 +291,7 @@ def benchmark(
     return {
         "machine": {**info, "loadavg_1min_end": os.getloadavg()[0]},
         "config": {
-            "batch": BATCH,
+            "batch": batch,
             "lr": lr,
             "steps": steps,
             "repeats": repeats,
@@ -347,6 +349,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported")
     parser.add_argument("--json", default="", help="also write the result to this path")
+    parser.add_argument("--batch", type=int, default=BATCH, help="images per step (default 128)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument(
@@ -374,6 +377,7 @@ def main(argv=None) -> dict:
         torch_compile=args.torch_compile,
         peak_sizes=tuple(args.peak_sizes),
         peak_repeats=args.peak_repeats,
+        batch=args.batch,
     )
     print(format_result(res))
     if args.json:

@@ -206,7 +206,18 @@ def test_cnn_step_structure_and_parity(tmp_path, capsys):
 
     path = tmp_path / "cnn.json"
     res = cnn_step.main(
-        ["--steps", "1", "--repeats", "1", "--no-torch-compile", "--json", str(path)]
+        # A small batch: the structure and parity are the same at 128, the compile is cheaper.
+        [
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--no-torch-compile",
+            "--batch",
+            "8",
+            "--json",
+            str(path),
+        ]
     )
     assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
     assert "jax xla" in capsys.readouterr().out
