@@ -264,7 +264,7 @@ def benchmark(
             "torch_threads": threads,
         },
         "flops": {mode: conv_flops(shape, mode) for mode in MODES},
-        "auto_picks": resolve_impl("auto", inputs["w"].shape),
+        "auto_picks": resolve_impl("auto"),
         "peak": peak,
         "results": results,
         "parity_relative_max_abs_diff": parity,

@@ -1,8 +1,9 @@
 """Convolutional layers, channels-last (NHWC images, [batch, time, features] sequences).
 
 * `Conv`: N-d convolution (LeCun et al. 1989, 1998) with stride, padding, dilation and groups,
-  over `dl.ops.conv.conv` (XLA's convolution, or the im2col GEMM of Chellapilla, Puri & Simard
-  2006, or XLA's forward with an im2col weight gradient; by default the one measured fastest).
+  over `dl.ops.conv.conv` (XLA's convolution, whole or over batch slices, or the im2col GEMM of
+  Chellapilla, Puri & Simard 2006, or XLA's forward with an im2col weight gradient; by default
+  the one measured fastest).
 * `ConvTranspose`: the transposed convolution defined as `torch.nn.ConvTranspose2d`, with
   `output_padding` (Zeiler et al. 2010; Dumoulin & Visin 2016; the DCGAN generator of
   Radford, Metz & Chintala 2016 is a stack of them).
@@ -75,10 +76,10 @@ class Conv(nn.Module):
       use_bias: add a learned bias per output channel.
       kernel_init, bias_init: "torch" (module docstring), "zeros", a name in
         `dl.ops.initializers.INITIALIZERS`, or a callable `init(key, shape, dtype)`.
-      impl: "auto" | "xla" | "im2col" | "im2col_vjp" (`dl.ops.conv`); the same values and
-        gradients. "auto" is the one measured fastest for the layer's shape and backend
-        (BENCHMARKS.md, "conv"): on CPU with a wide patch row that is "im2col_vjp", which is
-        reverse-mode only; pass "xla" to differentiate in forward mode (jvp, jacfwd).
+      impl: "auto" | "xla" | "xla_split" | "im2col" | "im2col_vjp" (`dl.ops.conv`); the same
+        values and gradients. "auto" is the one measured fastest on the backend (BENCHMARKS.md,
+        "conv"): "xla_split" (XLA's convolution over one batch slice per CPU thread) on CPU,
+        "xla" elsewhere. "im2col_vjp" is reverse-mode only.
     """
 
     features: int

@@ -1,10 +1,16 @@
-"""N-d convolution and transposed convolution, channels-last, in three interchangeable forms.
+"""N-d convolution and transposed convolution, channels-last, in four interchangeable forms.
 
-`conv(x, kernel, impl=...)` computes the same cross-correlation three ways:
+`conv(x, kernel, impl=...)` computes the same cross-correlation four ways:
 
 * "xla": `lax.conv_general_dilated`, differentiated by XLA's own rules (the weight gradient is
   another convolution, with the batch as the contracted feature axis; the input gradient is a
   convolution of the output gradient with the flipped kernel).
+* "xla_split": XLA's convolution forward, but its derivatives (a `jax.custom_jvp`, so forward
+  and reverse mode both work) taken through the convolution applied to `split_parts()` slices of
+  the batch, one per CPU thread: the input gradient is that many transposed convolutions
+  (concatenated) and the weight gradient that many weight-gradient convolutions (summed).
+  XLA's CPU runtime (jaxlib 0.10, YNNPACK fusions) ran each whole convolution on about one
+  thread; independent slices run side by side. Splitting the forward too measured slower.
 * "im2col": patches + one GEMM (Chellapilla, Puri & Simard 2006; `dl.ops.im2col`), differentiated
   through the GEMM. It holds all N * H' * W' patch rows at once (25x the input for a 5x5
   kernel): the slowest here on CPU (BENCHMARKS.md), kept as the readable reference formulation.
@@ -12,10 +18,11 @@
   GEMM of the im2col formulation, dW = patches^T @ dY, accumulated over chunks of the batch so
   that only one chunk's patches (a few MiB) exist at a time. A `jax.custom_vjp`: reverse mode
   only -- `jax.grad` (also of a gradient) works, `jax.jvp`/`jax.linearize`/`jax.jacfwd` raise.
-* "auto" (the default) picks "im2col_vjp" on the CPU backend when a patch row is wide enough,
-  prod(window) * C / G >= AUTO_MIN_PATCH, and "xla" otherwise: where each was measured faster
-  on the 2-core CPU (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) it is always "xla", which was
-  not measured against the others there. Pass impl="xla" for forward-mode differentiation.
+* "auto" (the default) is "xla_split" on the CPU backend and "xla" elsewhere: on the 2-core
+  CPU, "xla_split" measured the same forward, 1.1-1.4x faster forward + gradients on the
+  issue's 5x5 32 -> 64 layer, and no slower on the other layers tried; "im2col_vjp" lost to it
+  (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) nothing was measured, and XLA's convolutions
+  fill the device anyway.
 
 Shapes: x is [*batch, *spatial, C] with any number of leading batch axes (flattened into one
 for XLA and restored; none at all is one unbatched example); kernel is [*window, C / G, O]
@@ -25,20 +32,20 @@ for XLA and restored; none at all is one unbatched example); kernel is [*window,
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from dl.ops.im2col import Padding, as_tuple, conv_im2col, conv_padding, im2col
 
-IMPLS = ("xla", "im2col", "im2col_vjp")
-# "auto" uses "im2col_vjp" on CPU from this patch-row width prod(window) * C / G up: it measured
-# slower at 25 (5x5, one input channel) and faster at 144, 576 and 800 (BENCHMARKS.md, "conv").
-AUTO_MIN_PATCH = 128
+IMPLS = ("xla", "xla_split", "im2col", "im2col_vjp")
 # Rows of patches per chunk in the "im2col_vjp" weight gradient, in bytes: a few MiB keeps one
 # chunk's patches and their GEMM panels in the last-level cache of a small CPU.
 WEIGHT_GRAD_CHUNK_BYTES = 4 * 2**20
@@ -156,11 +163,53 @@ def _im2col_vjp_bwd(cfg, res, g):
 _conv_im2col_vjp.defvjp(_im2col_vjp_fwd, _im2col_vjp_bwd)
 
 
-def resolve_impl(impl: str, kernel_shape: Sequence[int]) -> str:
+def split_parts() -> int:
+    """Batch slices of "xla_split": the CPUs this process may run on (XLA's CPU thread count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _xla_split_conv(x: jax.Array, kernel: jax.Array, cfg: ConvConfig, parts: int) -> jax.Array:
+    """XLA's convolution over `parts` contiguous slices of the batch (sizes differing by at most
+    one), concatenated: independent convolutions the runtime can run side by side, and so are
+    their transposes."""
+    n = x.shape[0]
+    parts = max(1, min(parts, n))
+    if parts == 1:
+        return _xla_conv(x, kernel, cfg)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return jnp.concatenate([_xla_conv(x[a:b], kernel, cfg) for a, b in itertools.pairwise(bounds)])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv_split_grads(x: jax.Array, kernel: jax.Array, cfg: ConvConfig, parts: int) -> jax.Array:
+    """One XLA convolution forward; derivatives through `_xla_split_conv`."""
+    return _xla_conv(x, kernel, cfg)
+
+
+def _conv_split_grads_jvp(cfg, parts, primals, tangents):
+    # The tangent is linear in (dx, dW); reverse mode transposes each split convolution on its
+    # own, so the input and weight gradients come out as `parts` independent convolutions each
+    # (the weight gradient's summed). Symbolic zeros skip the unneeded one, e.g. dx of data.
+    (x, kernel), (dx, dkernel) = primals, tangents
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(_xla_split_conv(dx, kernel, cfg, parts))
+    if not isinstance(dkernel, SymbolicZero):
+        terms.append(_xla_split_conv(x, dkernel, cfg, parts))
+    y = _xla_conv(x, kernel, cfg)
+    return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+
+_conv_split_grads.defjvp(_conv_split_grads_jvp, symbolic_zeros=True)
+
+
+def resolve_impl(impl: str) -> str:
     """The impl that `conv` runs for `impl` ("auto" resolved; see the module docstring)."""
     if impl == "auto":
-        wide = math.prod(kernel_shape[:-2]) * kernel_shape[-2] >= AUTO_MIN_PATCH
-        return "im2col_vjp" if wide and jax.default_backend() == "cpu" else "xla"
+        return "xla_split" if jax.default_backend() == "cpu" else "xla"
     if impl not in IMPLS:
         raise ValueError(f"impl must be 'auto' or one of {IMPLS}, got {impl!r}")
     return impl
@@ -187,13 +236,13 @@ def conv(
       padding: 'SAME', 'VALID', an int, or per axis an int or a (lo, hi) pair
         (`dl.ops.im2col.conv_padding`).
       feature_group_count: G, grouped convolution; C and O must be multiples of G.
-      impl: "auto", "xla", "im2col" or "im2col_vjp" (module docstring); all give the same
-        values and gradients.
+      impl: "auto", "xla", "xla_split", "im2col" or "im2col_vjp" (module docstring); all give
+        the same values and gradients.
 
     Returns:
       [*batch, *out_spatial, O], out = floor((in + lo + hi - dilation (k - 1) - 1) / stride) + 1.
     """
-    impl = resolve_impl(impl, kernel.shape)
+    impl = resolve_impl(impl)
     window = kernel.shape[:-2]
     n = len(window)
     if x.shape[-1] != kernel.shape[-2] * feature_group_count:
@@ -209,6 +258,8 @@ def conv(
     cfg = ConvConfig(strides, pads, dilation, feature_group_count)
     if impl == "xla":
         y = _xla_conv(flat, kernel, cfg)
+    elif impl == "xla_split":
+        y = _conv_split_grads(flat, kernel, cfg, split_parts())
     elif impl == "im2col":
         y = conv_im2col(
             flat,

@@ -13,11 +13,13 @@ from jax import lax
 from dl.ops.conv import (
     IMPLS,
     ConvConfig,
+    _xla_split_conv,
     conv,
     conv_transpose,
     conv_transpose_output_shape,
     im2col_weight_grad,
     resolve_impl,
+    split_parts,
 )
 from dl.ops.gradcheck import assert_gradcheck
 from dl.ops.im2col import conv_im2col, conv_output_shape, conv_padding, im2col
@@ -210,32 +212,42 @@ def test_batch_shapes_and_vmap(impl):
     np.testing.assert_allclose(gw(w, xs), want, rtol=1e-5, atol=1e-5)
 
 
-def test_im2col_vjp_is_reverse_mode_only_and_bad_impl_is_rejected():
+def test_only_im2col_vjp_is_reverse_mode_only_and_bad_impl_is_rejected():
     x, w = _normal(0, (1, 4, 4, 1)), _normal(1, (2, 2, 1, 1))
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda w: conv(x, w, impl="im2col_vjp"), (w,), (w,))
+    for impl in ("auto", "xla_split"):  # the default keeps forward mode
+        _, tangent = jax.jvp(lambda w, i=impl: conv(x, w, impl=i), (w,), (w,))
+        np.testing.assert_allclose(tangent, conv(x, w, impl="xla"), rtol=1e-6)  # linear in w
     with pytest.raises(ValueError, match="impl must be"):
         conv(x, w, impl="fft")
     with pytest.raises(ValueError, match="channels"):
         conv(x, _normal(1, (2, 2, 3, 1)))
 
 
-def test_auto_impl_and_reverse_over_reverse():
-    # "auto" on CPU: im2col_vjp from a patch row of 128 (5x5x32 = 800), xla below (5x5x1 = 25,
-    # depthwise 3x3x1 = 9).
+def test_auto_impl_split_batches_and_reverse_over_reverse():
     assert jax.default_backend() == "cpu"
-    assert resolve_impl("auto", (5, 5, 32, 64)) == "im2col_vjp"
-    assert resolve_impl("auto", (5, 5, 1, 32)) == "xla"
-    assert resolve_impl("auto", (3, 3, 1, 64)) == "xla"
-    assert resolve_impl("im2col", (3, 3, 1, 64)) == "im2col"
-    # The custom VJP is itself differentiable: Hessian-vector products by grad of grad agree.
-    x, w = _normal(0, (2, 5, 5, 3)), _normal(1, (3, 3, 3, 4))
+    assert resolve_impl("auto") == "xla_split" and resolve_impl("im2col") == "im2col"
+    # Uneven slices (7 images in 3 parts: 2, 2, 3), and more parts than images, equal one conv.
+    x, w = _normal(0, (7, 5, 5, 3)), _normal(1, (3, 3, 3, 4))
+    cfg = ConvConfig((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    want = _lax_conv(x, w, 1, 1, 1, 1)
+    for parts in (3, 7, 12):
+        got = jax.jit(lambda x, w, p=parts: _xla_split_conv(x, w, cfg, p))(x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert split_parts() >= 1
+    # The custom rules are themselves differentiable: Hessian-vector products by grad of grad.
+    x = x[:2]
 
     def hvp(impl):
         f = lambda w: jnp.sum(jnp.tanh(conv(x, w, padding=1, impl=impl)) ** 2)
         return jax.jit(jax.grad(lambda w: jnp.vdot(jax.grad(f)(w), w)))(w)
 
-    np.testing.assert_allclose(hvp("im2col_vjp"), hvp("xla"), rtol=1e-5, atol=1e-5)
+    for impl in ("im2col_vjp", "xla_split"):
+        np.testing.assert_allclose(hvp(impl), hvp("xla"), rtol=1e-5, atol=1e-5, err_msg=impl)
+    # xla_split's forward mode (its custom JVP rule) in both tangents equals XLA's.
+    jvp = lambda impl: jax.jvp(lambda x, w: conv(x, w, impl=impl), (x, w), (2 * x, -w))[1]
+    np.testing.assert_allclose(jvp("xla_split"), jvp("xla"), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_im2col_is_one_matmul_of_patches():
