@@ -1,6 +1,6 @@
 """One 2-D convolution layer (5x5 kernel, 32 -> 64 channels, 28x28, padding 2, batch 128, with
-bias): forward, forward + weight gradient, and forward + both gradients, in dl's three `conv` impls
-("xla", "im2col", "im2col_vjp"; `dl.ops.conv`) side by side with PyTorch's
+bias): forward, forward + weight gradient, and forward + both gradients, in every impl of
+`dl.ops.conv.conv` ("xla", "xla_split", "im2col", "im2col_vjp") side by side with PyTorch's
 `torch.nn.functional.conv2d` (eager; `torch.compile` optional) in one process.
 
 Run:    python -m benchmarks.conv [--steps N] [--repeats R] [--json PATH] [--shape NAME]
