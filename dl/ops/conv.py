@@ -18,11 +18,11 @@
   GEMM of the im2col formulation, dW = patches^T @ dY, accumulated over chunks of the batch so
   that only one chunk's patches (a few MiB) exist at a time. A `jax.custom_vjp`: reverse mode
   only -- `jax.grad` (also of a gradient) works, `jax.jvp`/`jax.linearize`/`jax.jacfwd` raise.
-* "auto" (the default) is "xla_split" on the CPU backend and "xla" elsewhere: on the 2-core
-  CPU, "xla_split" measured the same forward, 1.1-1.4x faster forward + gradients on the
-  issue's 5x5 32 -> 64 layer, and no slower on the other layers tried; "im2col_vjp" lost to it
-  (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) nothing was measured, and XLA's convolutions
-  fill the device anyway.
+* "auto" (the default) is "xla_split" on a single CPU device and "xla" elsewhere (several CPU
+  devices, GPU, TPU): on the 2-core CPU, "xla_split" measured the same forward, 1.1-1.4x faster
+  forward + gradients on the issue's 5x5 32 -> 64 layer, and no slower on the other layers
+  tried; "im2col_vjp" lost to it (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) nothing was
+  measured, and XLA's convolutions fill the device anyway.
 
 Shapes: x is [*batch, *spatial, C] with any number of leading batch axes (flattened into one
 for XLA and restored; none at all is one unbatched example); kernel is [*window, C / G, O]
@@ -209,7 +209,10 @@ _conv_split_grads.defjvp(_conv_split_grads_jvp, symbolic_zeros=True)
 def resolve_impl(impl: str) -> str:
     """The impl that `conv` runs for `impl` ("auto" resolved; see the module docstring)."""
     if impl == "auto":
-        return "xla_split" if jax.default_backend() == "cpu" else "xla"
+        # With several CPU devices (data parallel over simulated devices) the devices already
+        # use the threads, and slicing a sharded batch would move data between them.
+        one_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+        return "xla_split" if one_cpu else "xla"
     if impl not in IMPLS:
         raise ValueError(f"impl must be 'auto' or one of {IMPLS}, got {impl!r}")
     return impl
