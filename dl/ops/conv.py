@@ -13,7 +13,8 @@
   thread; independent slices run side by side. Splitting the forward too measured slower.
 * "im2col": patches + one GEMM (Chellapilla, Puri & Simard 2006; `dl.ops.im2col`), differentiated
   through the GEMM. It holds all N * H' * W' patch rows at once (25x the input for a 5x5
-  kernel): the slowest here on CPU (BENCHMARKS.md), kept as the readable reference formulation.
+  kernel): 2-5x slower than "xla" on the 32 -> 64 layer of BENCHMARKS.md ("conv"), but faster
+  on LeNet-5's few-channel layers ("cnn_step").
 * "im2col_vjp": XLA's forward convolution and input gradient, but the weight gradient as the
   GEMM of the im2col formulation, dW = patches^T @ dY, accumulated over chunks of the batch so
   that only one chunk's patches (a few MiB) exist at a time. A `jax.custom_vjp`: reverse mode
