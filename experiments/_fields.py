@@ -22,6 +22,7 @@ of every experiment, new ones included, without hand-written cases.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -305,7 +306,7 @@ class Tuple(Spec):
         for i, v in enumerate(value):
             if self._spec(i).problem(v) is not None:
                 return self.describe()
-        if self.increasing and any(a >= b for a, b in zip(value, value[1:])):
+        if self.increasing and any(a >= b for a, b in itertools.pairwise(value)):
             return self.describe()
         return None
 

@@ -44,14 +44,13 @@ import matplotlib.pyplot as plt
 
 from dl import data
 from dl.nn.mlp import MLP
-from dl.ops.activations import softmax
+from dl.ops.activations import ACTIVATIONS, softmax
 from dl.ops.losses import cross_entropy
 from dl.ops.regularizers import l2_penalty
 from dl.optim.optimizers import adam
 from dl.report import Bar
 from dl.train import sweep
 from dl.train.loop import write_history
-from dl.ops.activations import ACTIVATIONS
 from experiments._fields import DATA_DIR, SEED, Check, Choice, Float, Int, Tuple
 
 PAPER = {

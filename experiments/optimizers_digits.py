@@ -38,12 +38,12 @@ import matplotlib.pyplot as plt
 from dl import data
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_eval, classifier_loss
+from dl.ops.activations import ACTIVATIONS
 from dl.optim.optimizers import OPTIMIZERS, get_optimizer
 from dl.optim.schedules import HalveOnRise, PlateauFactorState, scale_by_plateau_factor
 from dl.report import Bar, at_least
 from dl.train.state import TrainState
 from dl.train.supervised import fit, init_state
-from dl.ops.activations import ACTIVATIONS
 from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {

@@ -36,11 +36,11 @@ from dl.data.synthetic import separable, xor
 from dl.models import perceptron
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_loss
+from dl.ops.activations import ACTIVATIONS
 from dl.optim.optimizers import adam
 from dl.report import Bar, at_least, at_most
 from dl.train.loop import write_history
-from dl.ops.activations import ACTIVATIONS
-from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
+from experiments._fields import DATA_DIR, SEED, Choice, Float, Int, Tuple
 
 PAPER = {
     "citation": "Rosenblatt 1958 (perceptron); Novikoff 1962 (mistake bound); "

@@ -57,12 +57,12 @@ from dl import data, optim
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_eval, classifier_loss
 from dl.ops import regularizers
+from dl.ops.activations import ACTIVATIONS
+from dl.optim.optimizers import OPTIMIZERS
 from dl.report import Bar
 from dl.train.loop import write_history
 from dl.train.step import train_step
 from dl.train.supervised import fit, init_state
-from dl.ops.activations import ACTIVATIONS
-from dl.optim.optimizers import OPTIMIZERS
 from experiments._fields import DATA_DIR, SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {

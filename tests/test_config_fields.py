@@ -84,7 +84,11 @@ def test_every_bad_value_is_one_line_and_status_2(name, field, text, capsys, mon
         (Bool(), [True, False], [0, 1, "true", None]),
         (Choice(("relu", "tanh")), ["relu", "tanh"], ["foo", "", 1, None]),
         (Tuple(Int(lo=1)), [(1,), (64, 32)], [(), (0,), (64, 0), 64, [64], "abc", (1.5,)]),
-        (Tuple(Float(), min_len=2, max_len=2, increasing=True), [(-1.0, 1.0)], [(1.0, -1.0), (0.0,)]),
+        (
+            Tuple(Float(), min_len=2, max_len=2, increasing=True),
+            [(-1.0, 1.0)],
+            [(1.0, -1.0), (0.0,)],
+        ),
         (Tuple((Choice(("a",)), Int(lo=2))), [("a", 2)], [("b", 2), ("a", 1), ("a",), ("a", 2, 3)]),
         (Where(Int(lo=1), lambda n: n % 2 == 0, "even"), [2, 4], [0, 3, "abc"]),
     ],
