@@ -130,10 +130,14 @@ def _drop_read_aftermath() -> None:
 
 
 def _not_read_task_report(record: logging.LogRecord) -> bool:
-    """A logging filter: False for asyncio's "Task exception was never retrieved" report of an
-    orbax deserialize task (a read `restore_latest` has already reported), True otherwise."""
+    """A logging filter: False for asyncio's "Task/Future exception was never retrieved" report
+    of an orbax read (a deserialize task, or a tensorstore error that `restore_latest` has
+    already reported), True for everything else."""
     text = record.getMessage()
-    return not ("Task exception was never retrieved" in text and "deserialize" in text)
+    if "exception was never retrieved" not in text:
+        return True
+    read = ("deserialize", "OUT_OF_RANGE", "DATA_LOSS", "NOT_FOUND", "FAILED_PRECONDITION")
+    return not any(word in text for word in read)
 
 
 @contextlib.contextmanager
