@@ -37,3 +37,20 @@ def mock_tfds(monkeypatch):
 
     monkeypatch.setattr(mocking, "_getitems", getitems)
     return tfds.testing.mock_data
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path):
+    """A data root holding random MNIST-format IDX files: 10048 train images (48 after the fixed
+    10000-image val split) and 20 test images; for experiment smoke tests without real MNIST."""
+    import numpy as np
+
+    from dl.data import idx
+
+    rng = np.random.default_rng(0)
+    splits = {
+        split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+        for split, n in (("train", 10048), ("test", 20))
+    }
+    idx.write_folder(tmp_path / "data" / "mnist", splits)
+    return tmp_path / "data"

@@ -5,24 +5,17 @@ import os
 
 import numpy as np
 
-from dl.data import idx
 from experiments import ciresan_mlp
 from experiments._runner import run_experiment
 
 
-def test_smoke_on_synthetic_idx_files(tmp_path):
-    rng = np.random.default_rng(0)
-    splits = {
-        split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
-        for split, n in (("train", 10048), ("test", 20))
-    }
-    idx.write_folder(tmp_path / "data" / "mnist", splits)
+def test_smoke_on_synthetic_idx_files(tmp_path, synthetic_mnist):
     r = run_experiment(
         "ciresan_mlp",
         {"ciresan_mlp": ciresan_mlp},
         scale="smoke",
         workdir=str(tmp_path / "w"),
-        data_dir=str(tmp_path / "data"),
+        data_dir=str(synthetic_mnist),
     )
     errors = r["metrics"]["test_error_pct"]
     assert list(errors) == ["32-16-10"]

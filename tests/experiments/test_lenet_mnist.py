@@ -3,27 +3,17 @@
 import json
 import os
 
-import numpy as np
-
-from dl.data import idx
 from experiments import lenet_mnist
 from experiments._runner import run_experiment
 
 
-def test_smoke_on_synthetic_idx_files(tmp_path):
-    # 48 train images after the fixed 10000-image val split; 20 test images.
-    rng = np.random.default_rng(0)
-    splits = {
-        split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
-        for split, n in (("train", 10048), ("test", 20))
-    }
-    idx.write_folder(tmp_path / "data" / "mnist", splits)
+def test_smoke_on_synthetic_idx_files(tmp_path, synthetic_mnist):
     r = run_experiment(
         "lenet_mnist",
         {"lenet_mnist": lenet_mnist},
         scale="smoke",
         workdir=str(tmp_path / "w"),
-        data_dir=str(tmp_path / "data"),
+        data_dir=str(synthetic_mnist),
         overrides=["train_distorted=True"],  # the full-scale distorted net, on the plumbing run
     )
     m = r["metrics"]
