@@ -105,6 +105,10 @@ class MnistCNN(nn.Module):
       dropout: inverted-dropout rate on the hidden features, train only (the tutorial's 0.5).
       spatial_dropout: `SpatialDropout` rate on the second pool's maps, train only.
       conv_impl: `dl.nn.conv.Conv`'s impl ("xla" | "im2col" | "im2col_vjp"); same values.
+      readout: how the last maps reach the dense layer. "flatten" (the benchmark's 7*7*maps
+        vector: each dense weight is tied to one position) or "global_max" (the maximum of each
+        map over all positions, Lin et al. 2014's global pooling: a shift of the input moves the
+        maps, not their maxima, so the readout is shift-invariant up to border effects).
     """
 
     channels: tuple[int, int] = (32, 64)
@@ -114,6 +118,7 @@ class MnistCNN(nn.Module):
     dropout: float = 0.0
     spatial_dropout: float = 0.0
     conv_impl: str = "xla"
+    readout: str = "flatten"
 
     @nn.compact
     def __call__(
@@ -128,7 +133,12 @@ class MnistCNN(nn.Module):
             x = max_pool(nn.relu(x), 2)
         if self.spatial_dropout:
             x = SpatialDropout(self.spatial_dropout)(x, train=train)
-        x = x.reshape(*batch, -1)  # [*batch, 7 * 7 * channels[-1]]
+        if self.readout == "global_max":
+            x = x.max(axis=(-3, -2))  # [*batch, channels[-1]]
+        elif self.readout == "flatten":
+            x = x.reshape(*batch, -1)  # [*batch, 7 * 7 * channels[-1]]
+        else:
+            raise ValueError(f"readout must be 'flatten' or 'global_max', got {self.readout!r}")
         x = nn.Dense(self.hidden, use_bias=bias, name="dense")(x)
         if self.batch_norm:
             x = BatchNorm(name="bn_dense")(x, train=train)

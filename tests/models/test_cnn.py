@@ -130,3 +130,28 @@ def test_registry_lists_the_valid_names():
     with pytest.raises(ValueError, match="lenet5, mnist_cnn"):
         get_cnn("alexnet")
     assert isinstance(get_cnn("lenet5", activation="relu"), LeNet5)
+
+
+def test_global_max_readout_is_invariant_to_shifts_by_the_pooling_stride():
+    # A blob moved by (4, 4) = the two pools' total stride: every map moves by exactly one cell,
+    # so each map's maximum (the global-max readout) is unchanged, while the flatten readout,
+    # tied to positions, is not. Rows and columns 10-13 (moved: 14-17) keep every window of the
+    # second conv that the blob reaches (through the first conv's 5x5 spread) off that conv's
+    # zero padding, which differs from the ReLU'd background of the first pool's maps.
+    img = np.zeros((1, 28, 28, 1), np.float32)
+    img[0, 10:14, 10:14, 0] = np.random.default_rng(0).uniform(size=(4, 4))
+    moved = np.roll(img, (4, 4), axis=(1, 2))
+    x = jnp.asarray(np.concatenate([img, moved]))
+    out = {}
+    for readout in ("global_max", "flatten"):
+        model = MnistCNN(channels=(4, 8), hidden=16, readout=readout)
+        params = model.init(jax.random.PRNGKey(0), x[:1])
+        out[readout] = np.asarray(model.apply(params, x, return_features=True))
+    np.testing.assert_allclose(out["global_max"][0], out["global_max"][1], rtol=1e-5, atol=1e-6)
+    assert np.abs(out["flatten"][0] - out["flatten"][1]).max() > 1e-3
+
+
+def test_unknown_readout_fails_with_the_valid_names():
+    model = MnistCNN(channels=(2, 2), hidden=4, readout="mean")
+    with pytest.raises(ValueError, match="'flatten' or 'global_max'"):
+        model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
