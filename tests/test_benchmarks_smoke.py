@@ -234,3 +234,42 @@ def test_cnn_step_structure_and_parity(tmp_path, capsys):
             check_ratio(r["ratios"], r["notes"], quiet, num, den, quiet=True)
             assert res["ratios"][f"{name}_{key}"] == r["ratios"][key]
     assert "mnist_cnn_jax_over_torch_eager" in res["ratios"]
+
+
+def test_lstm_step_structure_and_parity(tmp_path, capsys):
+    # A tiny vocabulary and width (the structure and parity do not depend on them; the compile
+    # and the steps are cheaper): the copied weights must give the same first losses in JAX
+    # and eager PyTorch under clipped SGD with lr 1. A non-default unroll, so that the ratio
+    # keys of a variant are exercised (one JAX compile: each costs seconds).
+    from benchmarks import lstm_step
+
+    path = tmp_path / "lstm.json"
+    argv = ["--steps", "1", "--repeats", "1", "--vocab", "50", "--hidden", "8"]
+    res = lstm_step.main(argv + ["--unroll", "2", "--no-torch-compile", "--json", str(path)])
+    assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"])
+    assert "tokens/s" in capsys.readouterr().out
+    # embedding 50 x 8, two layers of (8 + 8) x 32 + 32, softmax 8 x 50 + 50
+    assert res["param_count"] == 50 * 8 + 2 * (16 * 32 + 32) + 8 * 50 + 50
+    names = {lstm_step.jax_name(2)}
+    results = res["results"]
+    tokens = lstm_step.BATCH * lstm_step.STEPS_UNROLLED
+    for r in results.values():
+        assert r["tokens_per_s"] == pytest.approx(r["steps_per_s"] * tokens)
+    if "torch eager" not in results:
+        assert set(results) == names and "torch" in res["notes"]
+        return
+    assert set(results) == names | {"torch eager"}
+    assert res["parity_max_abs_loss_diff"] < 1e-3, res["parity_max_abs_loss_diff"]
+    for name in names:
+        np.testing.assert_allclose(
+            results[name]["warmup_losses"], results["torch eager"]["warmup_losses"], rtol=1e-5
+        )
+    key = lstm_step.ratio_key(2, "torch eager")
+    assert key == "jax_unroll2_over_torch_eager" and lstm_step.ratio_key(1, "torch.compile") == (
+        "jax_over_torch_compile"
+    )
+    num, den = results[lstm_step.jax_name(2)], results["torch eager"]
+    check_ratio(res["ratios"], res["notes"], key, num, den, quiet=False)
+    quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
+    check_ratio(res["ratios"], res["notes"], quiet, num, den, quiet=True)
+    assert set(res["ratios"]) == {key, quiet}
