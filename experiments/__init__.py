@@ -8,7 +8,10 @@ from types import ModuleType
 
 from experiments import (
     activation_maximization,
+    adding_problem,
+    bptt_gradients,
     ciresan_mlp,
+    copy_memory,
     deep_linear_orthogonal,
     digits_linear,
     digits_mlp,
@@ -53,4 +56,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "activation_maximization": activation_maximization,
     "ciresan_mlp": ciresan_mlp,
     "segmentation": segmentation,
+    # Issue 8: recurrent networks.
+    "bptt_gradients": bptt_gradients,
+    "adding_problem": adding_problem,
+    "copy_memory": copy_memory,
 }
