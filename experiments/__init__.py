@@ -18,7 +18,9 @@ from experiments import (
     ensembles,
     glorot_init,
     hyperparameter_search,
+    language_model,
     lenet_mnist,
+    lstm_variants,
     mnist_mlp,
     optimizers_digits,
     optimizers_rosenbrock,
@@ -60,4 +62,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "bptt_gradients": bptt_gradients,
     "adding_problem": adding_problem,
     "copy_memory": copy_memory,
+    "lstm_variants": lstm_variants,
+    "language_model": language_model,
 }

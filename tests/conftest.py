@@ -54,3 +54,47 @@ def synthetic_mnist(tmp_path):
     }
     idx.write_folder(tmp_path / "data" / "mnist", splits)
     return tmp_path / "data"
+
+
+@pytest.fixture
+def synthetic_multi30k(tmp_path):
+    """A data root holding Multi30K-layout gzip files (English and German, the real line counts
+    29000 / 1014 / 1000) of short random captions from a 40-word grammar; for smoke tests."""
+    import gzip
+
+    import numpy as np
+
+    from dl.data.multi30k import SPLITS
+
+    rng = np.random.default_rng(0)
+    words = {
+        "en": (
+            ["a", "the", "two"],
+            ["man", "woman", "dog", "child", "group"],
+            ["is", "are"],
+            ["running", "sitting", "playing", "walking"],
+            ["in", "on", "near"],
+            ["the park", "a street", "the water", "a field"],
+        ),
+        "de": (
+            ["ein", "der", "zwei"],
+            ["mann", "frau", "hund", "kind", "gruppe"],
+            ["ist", "sind"],
+            ["rennt", "sitzt", "spielt", "geht"],
+            ["im", "auf", "nahe"],
+            ["dem park", "einer strasse", "dem wasser", "einem feld"],
+        ),
+    }
+    root = tmp_path / "data" / "multi30k"
+    root.mkdir(parents=True)
+    for stem, n in SPLITS.values():
+        picks = [rng.integers(0, len(part), n) for part in words["en"]]
+        for lang, parts in words.items():
+            lines = [
+                " ".join(part[p[i]] for part, p in zip(parts, picks, strict=True)).capitalize()
+                + "."
+                for i in range(n)
+            ]
+            with gzip.open(root / f"{stem}.{lang}.gz", "wt", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+    return tmp_path / "data"

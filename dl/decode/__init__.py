@@ -1,0 +1,1 @@
+"""Decoding over any step function `(params, tokens, state) -> (logits, state)`."""
