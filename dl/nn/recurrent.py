@@ -295,11 +295,13 @@ class LSTM(_Cell):
 
     @nn.nowrap
     def initialize_carry(self, batch_shape, dtype=jnp.float32) -> tuple[jax.Array, ...]:
-        zeros = self._zeros(batch_shape, dtype)
+        # h and c as two arrays, not one twice: a carry kept in a donated train state must not
+        # hand XLA the same buffer to donate twice.
+        h, c = self._zeros(batch_shape, dtype), self._zeros(batch_shape, dtype)
         if "FGR" not in lstm_variant_flags(self.variant):
-            return zeros, zeros
+            return h, c
         s = len([g for g in self._layout() if g != "g"])
-        return zeros, zeros, jnp.zeros((*tuple(batch_shape), s * self.features), dtype)
+        return h, c, jnp.zeros((*tuple(batch_shape), s * self.features), dtype)
 
 
 class GRU(_Cell):

@@ -307,3 +307,13 @@ def test_initializations():
         assert np.all(np.abs(kernel) <= bound)
     np.testing.assert_array_equal(p["gru"]["input"]["bias"][H : 2 * H], np.ones(H))  # update z
     assert np.all(np.abs(p["cifg"]["input"]["bias"]) <= bound)  # no forget gate: torch's draw
+
+
+def test_lstm_zero_carry_can_be_donated():
+    # A carry kept in the engine's donated train state: h and c must be two buffers, or XLA
+    # refuses to donate the same buffer twice.
+    carry = LSTM(4).initialize_carry((2,))
+    step = jax.jit(lambda c: jax.tree.map(lambda a: a + 1.0, c), donate_argnums=0)
+    h, c = step(carry)
+    np.testing.assert_array_equal(np.asarray(h), np.ones((2, 4), np.float32))
+    np.testing.assert_array_equal(np.asarray(c), np.ones((2, 4), np.float32))
