@@ -28,9 +28,10 @@ Cells (`dl.nn.recurrent`, each with a Dense(1) head on h_T):
 Training: Adam with global-norm clipping (Pascanu et al. 2013), fresh batches every step drawn
 from `fold_in(data_key, step)` inside the jitted loop (so the data order is a function of the
 step and a resumed run sees the same batches), several seeds of one cell trained at once as a
-`vmap` (`dl.train.sweep.train_chunked`: chunks, progress, metrics.jsonl, checkpoints). Test MSE
-is on a fixed set of `test_size` sequences drawn from a separate key, after every chunk; the
-reported number is the final one (no early stopping), as the median over seeds.
+`vmap` (`dl.train.generated.train_seeds`, over `dl.train.sweep.train_chunked`: chunks,
+progress, metrics.jsonl, checkpoints). Test MSE is on a fixed set of `test_size` sequences
+drawn from a separate key, after every chunk; the reported number is the final one (no early
+stopping), as the median over seeds.
 """
 
 from __future__ import annotations
@@ -45,14 +46,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from dl import optim
 from dl.data.sequences import ADDING_BASELINE_MSE, adding
 from dl.nn.recurrent import GRU, LSTM, Elman
 from dl.nn.sequence import RNN
 from dl.report import at_least, at_most, plots
-from dl.train.sweep import init_models, train_chunked
+from dl.train.generated import train_seeds
 from experiments._fields import SEED, Bool, Choice, Float, Int, Tuple
 
 PAPER = {
@@ -152,46 +151,20 @@ def keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
     }
 
 
-def make_loss(model: Regressor, config: ml_collections.ConfigDict, data_key: jax.Array):
-    """sweep-style factory: hparams -> loss_fn(params, extra, batch {"step": []}, rng)."""
-    draw = functools.partial(adding, batch=config.batch_size, length=config.length)
-
-    def factory(hparams):
-        del hparams
-
-        def loss_fn(params, extra, batch, rng):
-            del rng
-            x, y = draw(jax.random.fold_in(data_key, batch["step"]))
-            mse = jnp.mean((model.apply({"params": params}, x) - y) ** 2)
-            return mse, ({"mse": mse}, extra)
-
-        return loss_fn
-
-    return factory
+def draw_fn(config: ml_collections.ConfigDict):
+    """key -> one training batch (x [batch, T, 2], y [batch])."""
+    return functools.partial(adding, batch=config.batch_size, length=config.length)
 
 
-def make_tx(hparams) -> optax.GradientTransformation:
-    return optax.chain(optim.clip_by_global_norm(hparams["clip"]), optim.adam(hparams["lr"]))
+def mse_objective(pred: jax.Array, y: jax.Array):
+    mse = jnp.mean((pred - y) ** 2)
+    return mse, {"mse": mse}
 
 
 def train_arm(config, arm: str, workdir: str, *, name: str | None = None) -> dict[str, Any]:
     """Trains `num_seeds` models of `arm`; returns final params [n, ...], histories, test MSE."""
     model = build(config, arm)
     k = keys(config)
-    sample = jnp.zeros((1, config.length, 2), jnp.float32)
-
-    def init_fn(key, hparams):
-        del hparams
-        return model.init(key, sample)["params"]
-
-    n = config.num_seeds
-    hparams = {
-        "lr": jnp.full((n,), config.learning_rate, jnp.float32),
-        "clip": jnp.full((n,), config.clip_norm, jnp.float32),
-    }
-    params, step_keys = jax.jit(functools.partial(init_models, init_fn=init_fn))(
-        k["models"], hparams
-    )
     x_test, y_test = adding(k["test"], batch=config.test_size, length=config.length)
 
     @jax.jit
@@ -201,30 +174,32 @@ def train_arm(config, arm: str, workdir: str, *, name: str | None = None) -> dic
 
         return {"test_mse": jax.vmap(one)(stacked)}
 
-    initial = eval_fn(params)["test_mse"]
-    result = train_chunked(
-        params,
-        step_keys,
-        hparams,
-        {"step": jnp.arange(config.num_steps, dtype=jnp.int32)},
-        make_loss=make_loss(model, config, k["data"]),
-        make_tx=make_tx,
+    initial, result = train_seeds(
+        model,
+        jnp.zeros((1, config.length, 2), jnp.float32),
+        model_keys=k["models"],
+        data_key=k["data"],
+        draw=draw_fn(config),
+        objective=mse_objective,
+        evaluate=eval_fn,
+        learning_rate=config.learning_rate,
+        clip_norm=config.clip_norm,
         num_steps=config.num_steps,
         chunk_steps=config.chunk_steps,
         workdir=workdir,
-        eval_fn=eval_fn,
+        name=name or arm,
         labels={"arm": arm},
         checkpoint_every=config.checkpoint_every_chunks,
         resume=config.get("resume", False),
-        append=True,
-        name=name or arm,
         progress=config.progress,
     )
     return {
         "model": model,
         "params": result.params,
         "steps": np.concatenate([[0], result.steps]),
-        "test_mse": np.concatenate([np.asarray(initial)[:, None], result.history["test_mse"]], 1),
+        "test_mse": np.concatenate(
+            [np.asarray(initial["test_mse"])[:, None], result.history["test_mse"]], 1
+        ),
         "train_mse": result.history["mse"],
     }
 

@@ -24,7 +24,8 @@ Cells (`dl.nn.recurrent`, Dense head on every h_t):
 Training: Adam with global-norm clipping (Pascanu et al. 2013), fresh batches every step drawn
 from `fold_in(data_key, step)` inside the jitted loop (the data depend only on the step, so a
 resumed run sees the same batches), `num_seeds` seeds of one cell trained at once as a `vmap`
-(`dl.train.sweep.train_chunked`: chunks, progress, metrics.jsonl, checkpoints, `--resume`).
+(`dl.train.generated.train_seeds`, over `dl.train.sweep.train_chunked`: chunks, progress,
+metrics.jsonl, checkpoints, `--resume`).
 Test cross-entropy and symbol accuracy are on a fixed set of `test_size` sequences from a
 separate key after every chunk; the reported numbers are the final ones (no early stopping),
 the median over seeds.
@@ -42,15 +43,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from dl import optim
 from dl.data.sequences import copy_memory, copy_memory_baseline
 from dl.nn.recurrent import GRU, LSTM, Elman
 from dl.nn.sequence import RNN
 from dl.ops.losses import cross_entropy
 from dl.report import at_most, plots
-from dl.train.sweep import init_models, train_chunked
+from dl.train.generated import train_seeds
 from experiments._fields import SEED, Bool, Choice, Float, Int, Tuple
 
 N_SYMBOLS = 8  # symbol categories (Arjovsky et al.)
@@ -181,48 +180,15 @@ def scores(logits: jax.Array, targets: jax.Array, delay: int) -> dict[str, jax.A
     return {"ce": ce, "recall_accuracy": jnp.mean(hits.astype(jnp.float32))}
 
 
-def make_loss(model: Tagger, config: ml_collections.ConfigDict, data_key: jax.Array):
-    """sweep-style factory: hparams -> loss_fn(params, extra, batch {"step": []}, rng)."""
-    draw = functools.partial(copy_memory, batch=config.batch_size, delay=config.delay)
-
-    def factory(hparams):
-        del hparams
-
-        def loss_fn(params, extra, batch, rng):
-            del rng
-            x, y = draw(jax.random.fold_in(data_key, batch["step"]))
-            s = scores(model.apply({"params": params}, x), y, config.delay)
-            return s["ce"], (s, extra)
-
-        return loss_fn
-
-    return factory
-
-
-def make_tx(hparams) -> optax.GradientTransformation:
-    return optax.chain(optim.clip_by_global_norm(hparams["clip"]), optim.adam(hparams["lr"]))
-
-
 def train_arm(config, arm: str, workdir: str) -> dict[str, Any]:
     """Trains `num_seeds` models of `arm`; returns the steps and test histories [n, chunks+1]."""
     model = build(config, arm)
     k = keys(config)
-    length = config.delay + 2 * N_COPY
-    sample = jnp.zeros((1, length), jnp.int32)
-
-    def init_fn(key, hparams):
-        del hparams
-        return model.init(key, sample)["params"]
-
-    n = config.num_seeds
-    hparams = {
-        "lr": jnp.full((n,), config.learning_rate, jnp.float32),
-        "clip": jnp.full((n,), config.clip_norm, jnp.float32),
-    }
-    params, step_keys = jax.jit(functools.partial(init_models, init_fn=init_fn))(
-        k["models"], hparams
-    )
     x_test, y_test = copy_memory(k["test"], batch=config.test_size, delay=config.delay)
+
+    def objective(logits, y):
+        s = scores(logits, y, config.delay)
+        return s["ce"], s
 
     @jax.jit
     def eval_fn(stacked):
@@ -230,23 +196,23 @@ def train_arm(config, arm: str, workdir: str) -> dict[str, Any]:
         out = s(stacked)
         return {"test_ce": out["ce"], "test_recall_accuracy": out["recall_accuracy"]}
 
-    initial = eval_fn(params)
-    result = train_chunked(
-        params,
-        step_keys,
-        hparams,
-        {"step": jnp.arange(config.num_steps, dtype=jnp.int32)},
-        make_loss=make_loss(model, config, k["data"]),
-        make_tx=make_tx,
+    initial, result = train_seeds(
+        model,
+        jnp.zeros((1, config.delay + 2 * N_COPY), jnp.int32),
+        model_keys=k["models"],
+        data_key=k["data"],
+        draw=functools.partial(copy_memory, batch=config.batch_size, delay=config.delay),
+        objective=objective,
+        evaluate=eval_fn,
+        learning_rate=config.learning_rate,
+        clip_norm=config.clip_norm,
         num_steps=config.num_steps,
         chunk_steps=config.chunk_steps,
         workdir=workdir,
-        eval_fn=eval_fn,
+        name=arm,
         labels={"arm": arm},
         checkpoint_every=config.checkpoint_every_chunks,
         resume=config.get("resume", False),
-        append=True,
-        name=arm,
         progress=config.progress,
     )
     history = {

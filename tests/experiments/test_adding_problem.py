@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dl.data.sequences import adding
+from dl.train.generated import generated_loss
 from experiments import adding_problem as ap
 from experiments._runner import run_experiment
 
@@ -61,7 +62,7 @@ def test_training_batch_depends_only_on_the_step():
     config = ap.get_config("smoke")
     model = ap.build(config, "gru")
     keys = ap.keys(config)
-    loss_fn = ap.make_loss(model, config, keys["data"])({})
+    loss_fn = generated_loss(model, ap.draw_fn(config), keys["data"], ap.mse_objective)({})
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, config.length, 2)))["params"]
     loss = jax.jit(lambda t: loss_fn(params, {}, {"step": t}, None)[0])
     a, b, c = loss(jnp.int32(3)), loss(jnp.int32(3)), loss(jnp.int32(4))
