@@ -17,6 +17,7 @@ from experiments import (
     digits_mlp,
     ensembles,
     glorot_init,
+    gradient_variance,
     hyperparameter_search,
     language_model,
     lenet_mnist,
@@ -64,4 +65,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "copy_memory": copy_memory,
     "lstm_variants": lstm_variants,
     "language_model": language_model,
+    # Issue 11: score-function gradients.
+    "gradient_variance": gradient_variance,
 }
