@@ -18,6 +18,7 @@ from experiments import (
     ensembles,
     glorot_init,
     gradient_variance,
+    hard_attention,
     hyperparameter_search,
     language_model,
     lenet_mnist,
@@ -67,4 +68,5 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "language_model": language_model,
     # Issue 11: score-function gradients.
     "gradient_variance": gradient_variance,
+    "hard_attention": hard_attention,
 }

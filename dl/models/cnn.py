@@ -108,7 +108,9 @@ class MnistCNN(nn.Module):
       readout: how the last maps reach the dense layer. "flatten" (the benchmark's 7*7*maps
         vector: each dense weight is tied to one position) or "global_max" (the maximum of each
         map over all positions, Lin et al. 2014's global pooling: a shift of the input moves the
-        maps, not their maxima, so the readout is shift-invariant up to border effects).
+        maps, not their maxima, so the readout is shift-invariant up to border effects). With
+        "global_max" the input may be any [*batch, H, W, 1] (e.g. a 60x60 canvas) and
+        `channels` any number of conv + pool stages.
     """
 
     channels: tuple[int, int] = (32, 64)
@@ -124,7 +126,11 @@ class MnistCNN(nn.Module):
     def __call__(
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
     ) -> jax.Array:
-        batch = _check_image(x, "MnistCNN")
+        if self.readout == "global_max":  # any image size: the readout forgets positions
+            chex.assert_shape(x, (..., None, None, 1), custom_message="MnistCNN x: [*b, H, W, 1]")
+            batch = x.shape[:-3]
+        else:
+            batch = _check_image(x, "MnistCNN")
         bias = not self.batch_norm
         for i, c in enumerate(self.channels):
             x = Conv(c, 5, padding="SAME", use_bias=bias, impl=self.conv_impl, name=f"conv_{i}")(x)
