@@ -16,6 +16,7 @@ from experiments import (
     digits_linear,
     digits_mlp,
     ensembles,
+    gan_mixtures,
     glorot_init,
     gradient_variance,
     hard_attention,
@@ -66,6 +67,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "copy_memory": copy_memory,
     "lstm_variants": lstm_variants,
     "language_model": language_model,
+    # Issue 10: generative models.
+    "gan_mixtures": gan_mixtures,
     # Issue 11: score-function gradients.
     "gradient_variance": gradient_variance,
     "hard_attention": hard_attention,
