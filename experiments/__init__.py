@@ -9,6 +9,7 @@ from types import ModuleType
 from experiments import (
     activation_maximization,
     adding_problem,
+    attention_vs_length,
     bptt_gradients,
     ciresan_mlp,
     copy_memory,
@@ -67,6 +68,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "copy_memory": copy_memory,
     "lstm_variants": lstm_variants,
     "language_model": language_model,
+    # Issue 9: sequence to sequence with attention.
+    "attention_vs_length": attention_vs_length,
     # Issue 10: generative models.
     "gan_mixtures": gan_mixtures,
     # Issue 11: score-function gradients.

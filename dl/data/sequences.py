@@ -4,6 +4,8 @@
   Le, Jaitly & Hinton 2015, sec. 4.1).
 * `copy_memory`: the copy-memory problem (Hochreiter & Schmidhuber 1997, experiment 2, in the
   form of Arjovsky, Shah & Bengio 2016, sec. 4.1).
+* `transduction`: reverse, sort or copy random token strings of varied length, as padded
+  sequence-to-sequence batches (the attention-vs-length experiment).
 
 Each function is pure in `key` (equal keys give equal arrays, on any backend) and takes the
 sizes as static Python ints, so `jax.jit(partial(adding, batch=..., length=...))` compiles once
@@ -95,3 +97,63 @@ def copy_memory(
 def copy_memory_baseline(delay: int, *, n_symbols: int = 8, n_copy: int = 10) -> float:
     """Cross-entropy (nats per step) of the memoryless strategy: L log(n_symbols) / (T + 2L)."""
     return n_copy * math.log(n_symbols) / (delay + 2 * n_copy)
+
+
+# Token ids of `transduction`: symbols are SYMBOL0 .. SYMBOL0 + n_symbols - 1.
+PAD, BOS, EOS, SYMBOL0 = 0, 1, 2, 3
+TRANSDUCTIONS = ("reverse", "sort", "copy")
+
+
+def transduction(
+    key: jax.Array,
+    *,
+    batch: int,
+    min_len: int,
+    max_len: int,
+    n_symbols: int = 10,
+    task: str = "reverse",
+) -> dict[str, jax.Array]:
+    """Random strings of uniform length in [min_len, max_len] and their reversal / sort / copy.
+
+    Symbols are uniform over ids SYMBOL0 .. SYMBOL0 + n_symbols - 1 (PAD = 0, BOS = 1, EOS = 2).
+    The target of a length-n string x is y = reversed(x), sorted(x) (ascending) or x, then EOS.
+
+    Returns a `dl.objectives.seq2seq` batch: "src" [batch, max_len] (PAD after the string),
+    "src_lengths" [batch], "tgt_in" [batch, max_len + 1] (BOS, y_1 .. y_n, PAD...), "tgt_out"
+    [batch, max_len + 1] (y_1 .. y_n, EOS, PAD...), "tgt_mask" [batch, max_len + 1] float32
+    (1 on the n + 1 real target tokens); int32 otherwise.
+    """
+    if not 1 <= min_len <= max_len or batch < 1 or n_symbols < 1:
+        raise ValueError(
+            f"need 1 <= min_len <= max_len, batch >= 1, n_symbols >= 1; got {min_len}, "
+            f"{max_len}, {batch}, {n_symbols}"
+        )
+    if task not in TRANSDUCTIONS:
+        raise ValueError(f"task must be one of {TRANSDUCTIONS}, got {task!r}")
+    k_len, k_sym = jax.random.split(key)
+    lengths = jax.random.randint(k_len, (batch,), min_len, max_len + 1, jnp.int32)
+    steps = jnp.arange(max_len, dtype=jnp.int32)[None, :]
+    real = steps < lengths[:, None]
+    symbols = jax.random.randint(k_sym, (batch, max_len), SYMBOL0, SYMBOL0 + n_symbols, jnp.int32)
+    src = jnp.where(real, symbols, PAD)
+    if task == "reverse":
+        index = jnp.where(real, lengths[:, None] - 1 - steps, steps)
+        y = jnp.take_along_axis(src, index, axis=1)
+    elif task == "sort":
+        big = jnp.int32(SYMBOL0 + n_symbols)  # padding sorts last, then is put back to PAD
+        y = jnp.sort(jnp.where(real, src, big), axis=1)
+        y = jnp.where(real, y, PAD)
+    else:
+        y = src
+    pad_col = jnp.full((batch, 1), PAD, jnp.int32)
+    tgt_in = jnp.concatenate([jnp.full((batch, 1), BOS, jnp.int32), y], axis=1)
+    tgt_out = jnp.concatenate([y, pad_col], axis=1)
+    tgt_out = tgt_out.at[jnp.arange(batch), lengths].set(EOS)
+    tgt_mask = (jnp.arange(max_len + 1)[None, :] <= lengths[:, None]).astype(jnp.float32)
+    return {
+        "src": src,
+        "src_lengths": lengths,
+        "tgt_in": tgt_in,
+        "tgt_out": tgt_out,
+        "tgt_mask": tgt_mask,
+    }

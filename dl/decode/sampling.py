@@ -4,6 +4,8 @@
 
 e.g. `dl.models.language_model.step_fn(model)`. The prompt is fed first (its last token is the
 input of the first generated step); generation is one `lax.scan`, so it jits and vmaps.
+`greedy_decode` is greedy decoding for sequence-to-sequence models: it stops each row at EOS
+and returns lengths and log-probabilities (beam search is in `dl.decode.beam`).
 """
 
 from __future__ import annotations
@@ -66,3 +68,41 @@ def sample(
 
     _, out = lax.scan(gen, (prompt[:, -1], state), jnp.arange(num_steps))
     return jnp.moveaxis(out, 0, 1)
+
+
+def greedy_decode(
+    step_fn: StepFn,
+    params: Any,
+    state: Any,
+    start_tokens: jax.Array,
+    *,
+    eos: int,
+    max_len: int,
+    pad: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Greedy decoding that stops at EOS: (tokens [B, max_len] int32 with `pad` after each
+    row's EOS, lengths [B] (EOS included; max_len if none), log P(tokens) [B]).
+
+    Step t feeds the previous token (``start_tokens`` [B], e.g. BOS, first) and takes the
+    argmax; a row that has emitted EOS keeps stepping (one `lax.scan`, jittable) but its
+    outputs are `pad` and add nothing to its log-probability.
+    """
+    start_tokens = jnp.asarray(start_tokens, jnp.int32)
+
+    def body(carry, _):
+        tokens, state, finished, logp = carry
+        logits, state = step_fn(params, tokens, state)
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        new = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+        gain = jnp.take_along_axis(log_probs, new[:, None], axis=-1)[:, 0]
+        logp = logp + jnp.where(finished, jnp.zeros((), logp.dtype), gain)
+        out = jnp.where(finished, jnp.asarray(pad, jnp.int32), new)
+        return (new, state, finished | (new == eos), logp), out
+
+    b = start_tokens.shape[0]
+    init = (start_tokens, state, jnp.zeros((b,), bool), jnp.zeros((b,), jnp.float32))
+    (_, _, _, logp), out = lax.scan(body, init, None, length=max_len)
+    out = jnp.moveaxis(out, 0, 1)
+    is_eos = out == eos
+    lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1) + 1, max_len)
+    return out, lengths.astype(jnp.int32), logp

@@ -1,6 +1,7 @@
 """Flax Linen layers and the pure layer functions (pooling) that conv nets are built from, and
 recurrent cells with the layers that scan them over padded sequences."""
 
+from dl.nn.attention import Attention, masked_normalize
 from dl.nn.conv import Conv, ConvTranspose, SequenceConv, sequence_padding
 from dl.nn.norm import BatchNorm, SpatialDropout
 from dl.nn.pool import avg_pool, max_pool, max_pool_with_argmax, max_unpool, unpool_size
@@ -22,6 +23,7 @@ __all__ = [
     "LSTM",
     "LSTM_VARIANTS",
     "RNN",
+    "Attention",
     "BatchNorm",
     "Bidirectional",
     "Conv",
@@ -35,6 +37,7 @@ __all__ = [
     "detach_carry",
     "dropout_mask",
     "lstm_variant_flags",
+    "masked_normalize",
     "max_pool",
     "max_pool_with_argmax",
     "max_unpool",

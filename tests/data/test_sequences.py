@@ -1,13 +1,24 @@
 """Long-range sequence problems: the stated layout holds exactly, targets follow from the
 inputs, equal keys give equal arrays, and the baselines match their closed forms."""
 
+import functools
 import math
 
 import jax
 import numpy as np
 import pytest
 
-from dl.data.sequences import ADDING_BASELINE_MSE, adding, copy_memory, copy_memory_baseline
+from dl.data.sequences import (
+    ADDING_BASELINE_MSE,
+    BOS,
+    EOS,
+    PAD,
+    SYMBOL0,
+    adding,
+    copy_memory,
+    copy_memory_baseline,
+    transduction,
+)
 
 
 @pytest.mark.parametrize("length", [2, 3, 10, 101])
@@ -92,3 +103,26 @@ def test_copy_memory_baseline_is_the_memoryless_cross_entropy():
     ce = -np.log(probs[np.arange(targets.shape[1]), targets]).mean()
     assert copy_memory_baseline(delay) == pytest.approx(ce, rel=1e-12)
     assert copy_memory_baseline(delay) == pytest.approx(10 * math.log(8) / 50)
+
+
+def test_transduction_targets_follow_from_the_sources():
+    key = jax.random.key(7)
+    for task, fn in (("reverse", lambda x: x[::-1]), ("sort", sorted), ("copy", list)):
+        draw = jax.jit(
+            functools.partial(transduction, batch=24, min_len=2, max_len=9, n_symbols=4, task=task)
+        )
+        b = {k: np.asarray(v) for k, v in draw(key).items()}
+        lengths = b["src_lengths"]
+        assert lengths.min() >= 2 and lengths.max() <= 9 and len(set(lengths)) > 4
+        for src, n, t_in, t_out, m in zip(
+            b["src"], lengths, b["tgt_in"], b["tgt_out"], b["tgt_mask"], strict=True
+        ):
+            x = list(src[:n])
+            assert all(SYMBOL0 <= s < SYMBOL0 + 4 for s in x) and not src[n:].any()
+            y = [int(v) for v in fn(x)]
+            assert list(t_in[: n + 1]) == [BOS, *y] and list(t_out[: n + 1]) == [*y, EOS]
+            assert not t_in[n + 1 :].any() and not t_out[n + 1 :].any()
+            np.testing.assert_array_equal(m, np.arange(10) <= n)
+    assert PAD == 0
+    with pytest.raises(ValueError, match="task must be"):
+        transduction(key, batch=1, min_len=1, max_len=2, task="shuffle")
