@@ -13,6 +13,8 @@ from experiments import (
     bptt_gradients,
     ciresan_mlp,
     copy_memory,
+    cyclegan_digits,
+    dcgan_mnist,
     deep_linear_orthogonal,
     digits_linear,
     digits_mlp,
@@ -72,6 +74,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "attention_vs_length": attention_vs_length,
     # Issue 10: generative models.
     "gan_mixtures": gan_mixtures,
+    "dcgan_mnist": dcgan_mnist,
+    "cyclegan_digits": cyclegan_digits,
     # Issue 11: score-function gradients.
     "gradient_variance": gradient_variance,
     "hard_attention": hard_attention,
