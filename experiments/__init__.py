@@ -24,6 +24,7 @@ from experiments import (
     gradient_variance,
     hard_attention,
     hyperparameter_search,
+    iwae_mnist,
     language_model,
     lenet_mnist,
     lstm_variants,
@@ -37,6 +38,7 @@ from experiments import (
     transfer_learning,
     translation_invariance,
     universal_approximation,
+    vae_mnist,
     vanishing_gradients,
 )
 
@@ -73,6 +75,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     # Issue 9: sequence to sequence with attention.
     "attention_vs_length": attention_vs_length,
     # Issue 10: generative models.
+    "vae_mnist": vae_mnist,
+    "iwae_mnist": iwae_mnist,
     "gan_mixtures": gan_mixtures,
     "dcgan_mnist": dcgan_mnist,
     "cyclegan_digits": cyclegan_digits,
