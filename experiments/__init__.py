@@ -33,6 +33,7 @@ from experiments import (
     optimizers_rosenbrock,
     perceptron,
     regularization,
+    reinforce_cartpole,
     segmentation,
     sparsemax_multilabel,
     transfer_learning,
@@ -82,5 +83,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "cyclegan_digits": cyclegan_digits,
     # Issue 11: score-function gradients.
     "gradient_variance": gradient_variance,
+    "reinforce_cartpole": reinforce_cartpole,
     "hard_attention": hard_attention,
 }

@@ -96,3 +96,35 @@ def boxes(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def bands(
+    series: dict[str, tuple[Sequence[float], Any]],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logy: bool = False,
+) -> str:
+    """Named runs over seeds on one axis: for each label, x [T] and y [seeds, T]; the line is
+    the mean over seeds and the band spans the lowest to the highest seed (NaNs skipped)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, (x, y)) in enumerate(series.items()):
+        y = np.asarray(y, dtype=float)
+        ax.plot(x, np.nanmean(y, axis=0), label=label, color=f"C{i}")
+        ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=f"C{i}", alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
