@@ -84,8 +84,8 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.latent = 100  # z size (the paper's 100)
     # G's maps at 7x7 and 14x14, D's at 14x14 and 7x7: the paper's widths are far larger;
     # quick uses narrow nets so that both GANs train in about a minute on 2 cores.
-    c.g_channels = {"smoke": (8, 4), "quick": (32, 16), "full": (128, 64)}[scale]
-    c.d_channels = {"smoke": (4, 8), "quick": (16, 32), "full": (64, 128)}[scale]
+    c.g_channels = {"smoke": (2, 2), "quick": (32, 16), "full": (128, 64)}[scale]
+    c.d_channels = {"smoke": (2, 2), "quick": (16, 32), "full": (64, 128)}[scale]
     c.models = ("unconditional", "conditional")  # the GANs trained (tests train one)
     c.d_batch_norm = True  # batch norm on D's second conv (the paper: every layer but the input)
     # D's label input: "projection" or "concat" (one-hot planes). Measured at quick: concat let
@@ -96,13 +96,13 @@ def get_config(scale: str = "quick") -> ml_collections.ConfigDict:
     c.generator_loss = "nonsaturating"  # or "minimax" (saturates early; Goodfellow et al.)
     c.learning_rate = 2e-4  # Adam, both players (the paper's)
     c.beta1 = 0.5  # Adam's b1 (the paper's: 0.9 oscillated)
-    c.batch_size = {"smoke": 16, "quick": 64, "full": 128}[scale]  # real images per step
+    c.batch_size = {"smoke": 8, "quick": 64, "full": 128}[scale]  # real images per step
     c.num_steps = {"smoke": 3, "quick": 600, "full": 10000}[scale]  # D+G steps per GAN
     c.num_eval = {"smoke": 20, "quick": 2000, "full": 10000}[scale]  # samples scored (and tests)
     c.checkpoint_every = {"smoke": 0, "quick": 0, "full": 1000}[scale]  # steps (0 = at the end)
     c.log_every = {"smoke": 1, "quick": 50, "full": 100}[scale]  # steps between metric rows
-    c.interpolation_pairs = 5  # rows of the interpolation picture
-    c.interpolation_steps = 10  # images per row
+    c.interpolation_pairs = {"smoke": 2, "quick": 5, "full": 5}[scale]  # rows of the picture
+    c.interpolation_steps = {"smoke": 3, "quick": 10, "full": 10}[scale]  # images per row
     c.progress = scale != "smoke"  # progress bar (off in the smoke tests)
     return c
 

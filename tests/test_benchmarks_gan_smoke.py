@@ -20,13 +20,13 @@ def test_step_flops_closed_form():
 
 def test_gan_step_structure_and_parity(tmp_path, capsys):
     path = tmp_path / "gan.json"
-    argv = ["--steps", "1", "--repeats", "1", "--batch", "8", "--widths", "8", "4", "4", "8"]
+    argv = ["--steps", "1", "--repeats", "1", "--batch", "4", "--widths", "2", "3", "2", "3"]
     res = gan_step.main(argv + ["--no-torch-compile", "--json", str(path)])
     assert json.loads(path.read_text())["ratios"] == pytest.approx(res["ratios"], nan_ok=True)
     assert "goal >= 1.0" in capsys.readouterr().out
-    # G: dense 100 x 392 + BN 784 + convT 4*4*8*4 + BN 8 + convT 4*4*4 + 1;
-    # D: conv 16*4 + 4, conv 4*4*4*8 (no bias), BN 16, dense 392 + 1
-    assert res["param_count"] == (39200 + 784 + 512 + 8 + 65) + (68 + 512 + 16 + 393)
+    # G: dense 100 x 98 + BN 196 + convT 4*4*2*3 + BN 6 + convT 4*4*3 + 1;
+    # D: conv 16*2 + 2, conv 4*4*2*3 (no bias), BN 6, dense 147 + 1
+    assert res["param_count"] == (9800 + 196 + 96 + 6 + 49) + (34 + 96 + 6 + 148)
     results = res["results"]
     if "torch eager" not in results:
         assert set(results) == {"jax (dl engine)"} and "torch" in res["notes"]

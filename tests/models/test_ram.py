@@ -1,5 +1,7 @@
 """RAM and soft attention: shapes, eval determinism, stop-gradients, jit and vmap."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,10 @@ SMALL = {"base": 4, "scales": 2, "what_features": 6, "where_features": 5, "glimp
 X = jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1))
 
 
+@functools.cache
 def _ram(**kw):
-    """A tiny RAM, its params, and its apply jitted (eager flax would compile op by op)."""
+    """A tiny RAM, its params, and its apply jitted (eager flax would compile op by op); cached,
+    so the tests that use one variant share its compiles."""
     model = RAM(glimpses=3, core_features=8, **SMALL, **kw)
     params = jax.jit(model.init)(jax.random.PRNGKey(1), X)["params"]
     return model, params, jax.jit(model.apply, static_argnames=("train",))
@@ -93,11 +97,16 @@ def test_soft_attention_weights_and_grid():
     )
     model = SoftAttention(steps=1, grid=2, core_features=8, attention_features=4, **SMALL)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), X)
-    out = jax.jit(model.apply)(variables, X)
+
+    def first_logit(v):
+        out = model.apply(v, X)
+        return out["logits"][:, 0].sum(), out
+
+    # one compile for the outputs and their gradient
+    (_, out), g = jax.jit(jax.value_and_grad(first_logit, has_aux=True))(variables)
     assert out["logits"].shape == (3, 10) and out["weights"].shape == (3, 1, 4)
     np.testing.assert_allclose(out["weights"].sum(-1), 1.0, rtol=1e-6)
     # end to end differentiable: the attention scores get a gradient from the logits
-    g = jax.jit(jax.grad(lambda v: model.apply(v, X)["logits"][:, 0].sum()))(variables)
     assert float(jnp.abs(g["params"]["att_score"]["kernel"]).max()) > 0.0
 
 

@@ -1,5 +1,7 @@
 """The hybrid loss: REINFORCE and baseline gradients against the hand formulas."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,26 @@ from dl.objectives.hard_attention import (
     baseline_loss,
     reinforce_surrogate,
 )
+
+SD = 0.3  # the location policy's standard deviation
+
+
+@functools.cache
+def _one_glimpse_ram():
+    """One tiny T = 1 RAM, five 16x16 images and its params, shared by the tests below: each
+    distinct model or shape costs a compile of its init."""
+    model = RAM(
+        glimpses=1,
+        base=4,
+        scales=2,
+        what_features=4,
+        where_features=3,
+        glimpse_features=5,
+        core_features=6,
+        loc_std=SD,
+    )
+    x = jax.random.uniform(jax.random.PRNGKey(0), (5, 16, 16, 1))
+    return model, x, jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"]
 
 
 def test_surrogate_gradients_are_the_reinforce_formulas():
@@ -31,19 +53,9 @@ def test_surrogate_gradients_are_the_reinforce_formulas():
 def test_location_bias_gradient_on_a_one_glimpse_model():
     # T = 1: h_0 = 0, so mu = tanh(b_l) and the kernel's gradient is 0; by hand,
     # d/db_l of mean_n -(R_n - b_n) log N(l_n | mu, sd^2) = mean_n -(R_n - b_n) (l_n - mu)/sd^2 (1 - mu^2)
-    sd = 0.3
-    model = RAM(
-        glimpses=1,
-        base=4,
-        scales=1,
-        what_features=4,
-        where_features=3,
-        glimpse_features=5,
-        core_features=6,
-        loc_std=sd,
-    )
-    x = jax.random.uniform(jax.random.PRNGKey(0), (5, 12, 12, 1))
-    params = jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"]
+    sd = SD
+    model, x, params = _one_glimpse_ram()
+    params = jax.tree.map(jnp.asarray, params)  # fresh dicts: the cached ones stay untouched
     params["location"]["bias"] = jnp.array([0.3, -0.4])  # a mean off the centre
     params["location"]["kernel"] = params["location"]["kernel"] + 0.5  # unused at t = 1
     batch = {"x": x, "y": jnp.array([0, 1, 2, 3, 4]), "mask": jnp.ones(5)}
@@ -64,18 +76,8 @@ def test_location_bias_gradient_on_a_one_glimpse_model():
 
 
 def test_loss_terms_and_eval_sums():
-    model = RAM(
-        glimpses=1,
-        base=4,
-        scales=2,
-        what_features=4,
-        where_features=3,
-        glimpse_features=5,
-        core_features=6,
-    )
-    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 1))
-    batch = {"x": x, "y": jnp.array([1, 2, 3, 4]), "mask": jnp.array([1.0, 1.0, 1.0, 0.0])}
-    params = jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"]
+    model, x, params = _one_glimpse_ram()
+    batch = {"x": x, "y": jnp.array([1, 2, 3, 4, 5]), "mask": jnp.array([1.0, 1.0, 1.0, 1.0, 0.0])}
     rng = jax.random.PRNGKey(2)
     total, (m, _) = jax.jit(attention_loss(model, baseline_weight=0.5))(params, {}, batch, rng)
     np.testing.assert_allclose(
@@ -84,4 +86,4 @@ def test_loss_terms_and_eval_sums():
     ce_only, (m2, _) = jax.jit(attention_loss(model, reinforce=False))(params, {}, batch, rng)
     assert "reinforce" not in m2 and float(ce_only) == float(m["data_loss"])
     sums = attention_eval(model)(params, {}, batch)
-    assert float(sums["count"]) == 3.0 and 0.0 <= float(sums["accuracy"]) <= 3.0
+    assert float(sums["count"]) == 4.0 and 0.0 <= float(sums["accuracy"]) <= 4.0
