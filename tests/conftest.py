@@ -1,18 +1,6 @@
 """Strict numerics for every test: no silent dtype promotion (equinox's habit); shared fixtures."""
 
-import atexit
 import os
-import shutil
-import tempfile
-
-# Tests are dominated by XLA compiles of small programs, and LLVM's optimization passes are most
-# of a CPU compile: at backend level 0, tests/experiments/test_dcgan_mnist.py took 21 instead of
-# 34 CPU-seconds and tests/train/test_sweep.py 22 instead of 28. Numerics are still IEEE float32
-# (tolerances unchanged); only the machine code is less optimized. Experiments and benchmarks
-# run at XLA's default. Set before jax creates its CPU client, which reads XLA_FLAGS once.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-).strip()
 
 import jax
 import pytest
@@ -20,23 +8,6 @@ import tensorflow_datasets as tfds
 from hypothesis import settings
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-
-# One persistent compilation cache per test session, shared by the xdist workers and the
-# subprocess tests (they inherit the environment): many tests compile the same computation
-# (the same model at the same shapes), and a cache hit skips XLA. It cut a cold run of
-# tests/train/test_sweep.py from 47 to 35 CPU-seconds. A fresh directory each session, removed
-# at exit by the process that made it, so no run reads another's entries.
-if "DL_TEST_COMPILATION_CACHE" not in os.environ:
-    os.environ["DL_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="dl-jax-cache-")
-    atexit.register(shutil.rmtree, os.environ["DL_TEST_COMPILATION_CACHE"], True)
-_CACHE = {
-    "jax_compilation_cache_dir": os.environ["DL_TEST_COMPILATION_CACHE"],
-    "jax_persistent_cache_min_compile_time_secs": 0,  # small compiles repeat the most
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-}
-for _name, _value in _CACHE.items():
-    os.environ[_name.upper()] = str(_value)
-    jax.config.update(_name, _value)
 
 # Property tests draw the same examples on every run by default, so a red CI is reproducible and
 # never a coin flip; `HYPOTHESIS_PROFILE=explore python -m pytest` draws fresh ones (run it when
