@@ -137,6 +137,8 @@ class ConvTranspose(nn.Module):
       feature_group_count: G; C and O multiples of G.
       use_bias, kernel_init, bias_init, param_dtype: as in `Conv` ("torch" uses torch's fan_in
         for transposed convolutions, prod(window) * O / G).
+      impl: "adjoint" or "xla", how `dl.ops.conv.conv_transpose` takes gradients ("xla" for
+        forward-mode differentiation).
     """
 
     features: int
@@ -150,6 +152,7 @@ class ConvTranspose(nn.Module):
     kernel_init: Init = "torch"
     bias_init: Init = "torch"
     param_dtype: jnp.dtype = jnp.float32
+    impl: str = "adjoint"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -171,6 +174,7 @@ class ConvTranspose(nn.Module):
             dilation=self.dilation,
             output_padding=self.output_padding,
             feature_group_count=g,
+            impl=self.impl,
         )
         if self.use_bias:
             init = _resolve(self.bias_init, fan_in)

@@ -25,6 +25,15 @@
   tried; "im2col_vjp" lost to it (BENCHMARKS.md, "conv"). Off CPU (cuDNN, TPU) nothing was
   measured, and XLA's convolutions fill the device anyway.
 
+`conv_transpose(x, kernel, impl=...)` computes its forward as one lhs-dilated convolution;
+* "xla" differentiates it by XLA's rules, whose weight gradient XLA:CPU runs about 20x slower
+  than torch's (7x7x128 -> 14x14x64, stride 2, batch 64: 189 ms against 11 ms; BENCHMARKS.md,
+  "gan_step");
+* "adjoint" (the default) takes the gradients from conv_transpose being the adjoint of a
+  strided `conv`: y = A^T x with A = conv(., kernel^T), so dx = A g, one strided convolution,
+  and d kernel^T is that convolution's weight gradient (a `jax.custom_vjp`: reverse mode only,
+  as "im2col_vjp").
+
 Shapes: x is [*batch, *spatial, C] with any number of leading batch axes (flattened into one
 for XLA and restored; none at all is one unbatched example); kernel is [*window, C / G, O]
 (HWIO for images) for `conv` and [*window, C, O / G] for `conv_transpose`.
@@ -47,6 +56,7 @@ from jax.custom_derivatives import SymbolicZero
 from dl.ops.im2col import Padding, as_tuple, conv_im2col, conv_padding, im2col
 
 IMPLS = ("xla", "xla_split", "im2col", "im2col_vjp")
+TRANSPOSE_IMPLS = ("adjoint", "xla")
 # Rows of patches per chunk in the "im2col_vjp" weight gradient, in bytes: a few MiB keeps one
 # chunk's patches and their GEMM panels in the last-level cache of a small CPU.
 WEIGHT_GRAD_CHUNK_BYTES = 4 * 2**20
@@ -314,6 +324,7 @@ def conv_transpose(
     dilation: int | Sequence[int] = 1,
     output_padding: int | Sequence[int] = 0,
     feature_group_count: int = 1,
+    impl: str = "adjoint",
 ) -> jax.Array:
     """Transposed ("fractionally strided", "deconvolution") convolution, defined exactly as
     `torch.nn.functional.conv_transpose2d`: the adjoint of `conv` with the same stride, padding
@@ -333,6 +344,7 @@ def conv_transpose(
         that a strided `conv` maps to the same output size); torch requires it to be smaller than
         the stride or the dilation.
       feature_group_count: G; C and O must be multiples of G.
+      impl: "adjoint" (the default; module docstring) or "xla"; the same values and gradients.
 
     Returns:
       [*batch, *out_spatial, O] with `conv_transpose_output_shape` sizes.
@@ -360,6 +372,31 @@ def conv_transpose(
                 f"dilation {d} on every axis (as in torch)"
             )
     flat, batch = _flatten_batch(x, n)
+    cfg = TransposeConfig(s, p, d, op, g)
+    if impl == "xla":
+        y = _xla_conv_transpose(flat, kernel, cfg)
+    elif impl == "adjoint":
+        y = _conv_transpose_adjoint(flat, kernel, cfg)
+    else:
+        raise ValueError(f"impl must be one of {TRANSPOSE_IMPLS}, got {impl!r}")
+    return y.reshape(*batch, *y.shape[1:])
+
+
+class TransposeConfig(NamedTuple):
+    """Static, hashable settings of one transposed convolution (per axis, as torch's)."""
+
+    strides: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    feature_group_count: int
+
+
+def _xla_conv_transpose(flat: jax.Array, kernel: jax.Array, cfg: TransposeConfig) -> jax.Array:
+    """The lhs-dilated convolution of `conv_transpose`'s docstring; flat [N, *spatial, C]."""
+    s, p, d, op, g = cfg
+    window = kernel.shape[:-2]
+    n, c = len(window), kernel.shape[-2]
     # Grouped: torch's weight groups its input channels, [G * C/G, O/G]; lax wants [C/G, G * O/G].
     o_group = kernel.shape[-1]
     w = jnp.flip(kernel, axis=tuple(range(n)))
@@ -381,5 +418,37 @@ def conv_transpose(
     crop = tuple(
         slice(max(-a, 0), y.shape[1 + i] - max(-b, 0)) for i, (a, b) in enumerate(zip(lo, hi))
     )
-    y = y[(slice(None), *crop, slice(None))]
-    return y.reshape(*batch, *y.shape[1:])
+    return y[(slice(None), *crop, slice(None))]
+
+
+def _adjoint_conv(g: jax.Array, kernel_t: jax.Array, cfg: TransposeConfig, spatial) -> jax.Array:
+    """The strided `conv` whose adjoint `conv_transpose` is: g [N, *out_spatial, O], kernel_t
+    [*window, O / G, C] -> [N, *spatial, C] (cropped: with output_padding >= stride, possible
+    when dilation > stride, the conv reaches past the transposed conv's input)."""
+    conf = ConvConfig(
+        cfg.strides, tuple((q, q) for q in cfg.padding), cfg.dilation, cfg.feature_group_count
+    )
+    z = _xla_conv(g, kernel_t, conf)
+    return z[(slice(None), *(slice(0, m) for m in spatial), slice(None))]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_transpose_adjoint(x: jax.Array, kernel: jax.Array, cfg: TransposeConfig) -> jax.Array:
+    return _xla_conv_transpose(x, kernel, cfg)
+
+
+def _conv_transpose_adjoint_fwd(x, kernel, cfg):
+    return _xla_conv_transpose(x, kernel, cfg), (x, kernel)
+
+
+def _conv_transpose_adjoint_bwd(cfg, res, g):
+    # y = A^T x with A = conv(., kernel^T) strided, so <g, y> = <A g, x>: dx = A g (a strided
+    # conv), and d kernel^T is the conv's weight gradient of input g against cotangent x.
+    x, kernel = res
+    spatial = x.shape[1:-1]
+    dx, vjp = jax.vjp(lambda kt: _adjoint_conv(g, kt, cfg, spatial), jnp.swapaxes(kernel, -1, -2))
+    (dkt,) = vjp(x)
+    return dx.astype(x.dtype), jnp.swapaxes(dkt, -1, -2).astype(kernel.dtype)
+
+
+_conv_transpose_adjoint.defvjp(_conv_transpose_adjoint_fwd, _conv_transpose_adjoint_bwd)

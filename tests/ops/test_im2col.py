@@ -279,6 +279,46 @@ def test_conv_transpose_is_the_adjoint_of_conv(size, k, s, p, d):
     np.testing.assert_allclose(jnp.vdot(cx, y), jnp.vdot(x, ty), rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "s, p, d, op, g",
+    [(2, 1, 1, 1, 1), (2, 1, 1, 0, 2), (3, 2, 1, 2, 1), (1, 0, 2, 1, 1), (2, 0, 3, 2, 2)],
+)
+def test_conv_transpose_adjoint_gradients_equal_xla(s, p, d, op, g):
+    # "adjoint" takes its gradients from a strided conv; XLA's own rule is the reference, for
+    # the gradients and for a second-order term (grad of a function of the gradient). (1, 0, 2,
+    # 1) and (2, 0, 3, 2) have output_padding >= stride, where that conv is cropped.
+    x, w = _normal(0, (2, 4, 3, 4)), _normal(1, (3, 2, 4, 6 // g))
+
+    def loss(impl):
+        def f(x, w):
+            y = conv_transpose(
+                x,
+                w,
+                strides=s,
+                padding=p,
+                dilation=d,
+                output_padding=op,
+                feature_group_count=g,
+                impl=impl,
+            )
+            return jnp.sum(jnp.sin(y))
+
+        return f
+
+    np.testing.assert_allclose(loss("adjoint")(x, w), loss("xla")(x, w), rtol=1e-6)
+    got = jax.grad(loss("adjoint"), argnums=(0, 1))(x, w)
+    want = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+    def second(impl):
+        return jax.grad(lambda w: jnp.sum(jax.grad(loss(impl))(x, w) ** 2))(w)
+
+    np.testing.assert_allclose(second("adjoint"), second("xla"), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="impl"):
+        conv_transpose(x, w, strides=s, padding=p, impl="im2col")
+
+
 def test_conv_transpose_batch_shapes_and_bad_output_padding():
     w = _normal(1, (3, 3, 2, 4))
     xs = _normal(0, (3, 2, 4, 4, 2))
