@@ -13,11 +13,14 @@ from experiments._runner import run_experiment
 def test_transform_is_inversion_then_rotation():
     x = np.zeros((1, 28, 28, 1), np.float32)
     x[0, 0, 27, 0] = 1.0  # ink at the top-right corner
-    y = cg.transform(x)
+    inverted = cg.transform(x, "invert")
+    np.testing.assert_array_equal(inverted, 1.0 - x)
+    np.testing.assert_array_equal(cg.inverse_transform(inverted, "invert"), x)
+    y = cg.transform(x, "invert_rotate90")
     # inverted: ink -> 0, background -> 1; rotated 90 degrees counter-clockwise: the top-right
     # corner goes to the top-left.
     assert y[0, 0, 0, 0] == 0.0 and y.sum() == 28 * 28 - 1
-    np.testing.assert_array_equal(cg.inverse_transform(y), x)
+    np.testing.assert_array_equal(cg.inverse_transform(y, "invert_rotate90"), x)
 
 
 def test_domains_are_disjoint_halves():
