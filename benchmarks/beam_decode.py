@@ -21,7 +21,6 @@ tie).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -29,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import matmul_peak, seq2seq_torch
-from benchmarks.mlp_step import CONTENDED, cpu_snapshot, machine, others_busy
+from benchmarks import _cli, matmul_peak, seq2seq_torch
+from benchmarks.mlp_step import cpu_snapshot, machine, others_busy
 from dl.decode.beam import beam_search
 from dl.models.seq2seq import Seq2Seq, start_fn, step_fn
 
@@ -219,8 +218,9 @@ def format_result(res: dict) -> str:
     for name, r in res["results"].items():
         lines.append(f"{name:<14}{r['sentences_per_s']:>10.1f} sentences/s")
     lines.append(f"jax_over_torch_eager {res['ratios']['jax_over_torch_eager']:.2f}  goal >= 2")
-    if m["others_busy"] > CONTENDED:
-        lines.append("WARNING: the figures are contended; rerun when idle")
+    lines += _cli.contention_warning(
+        m["others_busy"], line="WARNING: the figures are contended; rerun when idle"
+    )
     return "\n".join(lines)
 
 
@@ -241,11 +241,7 @@ def main(argv=None) -> dict:
         hidden=args.hidden,
         max_len=args.max_len,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

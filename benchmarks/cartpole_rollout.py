@@ -20,13 +20,13 @@ other processes' CPU share (`benchmarks.mlp_step.others_busy`).
 from __future__ import annotations
 
 import argparse
-import json
 
 import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _cli
 from benchmarks.mlp_step import Runner, machine, speed_ratio, summarize, time_runners
 from dl import envs
 
@@ -173,11 +173,7 @@ def main(argv=None) -> dict:
     res = benchmark(
         steps=a.steps, repeats=a.repeats, num_envs=a.num_envs, horizon=a.horizon, sync=not a.no_sync
     )
-    print(format_result(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1, allow_nan=False)
-    return res
+    return _cli.finish(res, format_result(res), a.json, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":

@@ -25,22 +25,18 @@ processes under 10% of the CPUs) when there were any.
 
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import os
 
 import jax
 import numpy as np
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import (
-    CONTENDED,
-    WARMUP_STEPS,
     Runner,
     cpu_snapshot,
     machine,
     others_busy,
-    speed_ratio,
     summarize,
     time_runners,
 )
@@ -97,19 +93,7 @@ def jax_runner(name: str, impl: str, x, y, *, seed: int, lr: float) -> tuple[Run
     params0 = jax.tree.map(np.array, jax.device_get(state.params))
     step = jit_train_step(classifier_loss(model))
     batch = jax.device_put({"x": x, "y": y, "mask": np.ones(len(y), np.float32)})
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses), params0
+    return _cli.jax_train_runner(step, state, batch), params0
 
 
 def torch_model(name: str, params0: dict):
@@ -182,15 +166,7 @@ def torch_runner(
         opt.step()
         return loss
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            one_step()
-        sync()
-
-    return Runner(run, losses)
+    return _cli.torch_train_runner(one_step, device)
 
 
 def jax_name(impl: str) -> str:
@@ -200,7 +176,7 @@ def jax_name(impl: str) -> str:
 def ratio_key(jax_impl: str, torch_name: str) -> str:
     """jax_over_torch_eager for the default impl; jax_im2col_over_torch_eager etc. otherwise."""
     side = "jax" if jax_impl == DEFAULT_IMPL else f"jax_{jax_impl}"
-    return f"{side}_over_{torch_name.replace(' ', '_').replace('.', '_')}"
+    return f"{side}_over_{_cli.torch_key(torch_name)}"
 
 
 def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr, batch=BATCH) -> dict:
@@ -209,20 +185,9 @@ def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr, batch=B
     runners, notes, params0 = {}, {}, None
     for impl in impls:
         runners[jax_name(impl)], params0 = jax_runner(name, impl, x, y, seed=seed, lr=lr)
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(name, x, y, params0, lr=lr, device=device)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    name, x, y, params0, lr=lr, device=device, compile_model=True
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report it
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
-    parity = float(np.max(np.abs(losses - losses[0])))
+    make = functools.partial(torch_runner, name, x, y, params0, lr=lr)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
+    parity = _cli.loss_parity(runners)
     before = cpu_snapshot()
     seconds, busy = time_runners(runners, steps=steps, repeats=repeats)
     results = {}
@@ -235,12 +200,7 @@ def bench_model(name, *, impls, steps, repeats, torch_compile, seed, lr, batch=B
         j = results[jax_name(impl)]
         for rname, res in results.items():
             if rname.startswith("torch"):
-                key = ratio_key(impl, rname)
-                ratios[key], _ = speed_ratio(j, res)
-                quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
-                ratios[quiet], why = speed_ratio(j, res, quiet=True)
-                if why:
-                    notes[quiet] = f"null: {why}"
+                _cli.add_ratios(ratios, notes, ratio_key(impl, rname), j, res)
     return {
         "flops": flops,
         "results": results,
@@ -308,19 +268,15 @@ def benchmark(
 
 def format_result(res: dict) -> str:
     m = res["machine"]
-    head = f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, load "
-    lines = [head + f"{m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}"]
+    lines = [_cli.machine_line(m)]
     if res["peak"]:
         lines.append(f"fp32 matmul peak {res['peak']['peak_gflops']:.1f} GFLOP/s")
     steps = res["config"]["steps"]
-    contended = False
     for name, r in res["models"].items():
-        contended |= r["others_busy_fraction"] > CONTENDED
         gflop = r["flops"]["model"] / 1e9
         about = f"{name}: {r['param_count']:,} params; model FLOPs {gflop:.3f} G/step; other "
-        about += f"processes kept {r['others_busy_fraction']:.0%} of the CPUs busy; parity: max "
-        about += f"|loss difference| over {WARMUP_STEPS} warm-up steps "
-        about += f"{r['parity_max_abs_loss_diff']:.2e}"
+        about += f"processes kept {r['others_busy_fraction']:.0%} of the CPUs busy; "
+        about += _cli.parity_text(r["parity_max_abs_loss_diff"])
         header = f"{'implementation':<18}{'steps/s':>9}{'images/s':>10}{'ms/step':>9}"
         header += f"{'GFLOP/s':>9}{'quiet steps/s':>15}{'min..max ms/step':>20}"
         lines += ["", about, header]
@@ -332,23 +288,13 @@ def format_result(res: dict) -> str:
                 f"{rname:<18}{s['steps_per_s']:>9.2f}{s['images_per_s']:>10.0f}"
                 f"{s['ms_per_step']:>9.1f}{s['gflops']:>9.1f}{quiet:>15}{f'{lo:.0f}..{hi:.0f}':>20}"
             )
-        for k, v in r["ratios"].items():
-            value = f"{'null':>7}" if v is None else f"{v:>7.3f}"
-            lines.append(f"{k:<44}{value}  goal >= 1.0")
-        lines += [f"note: {k}: {v}" for k, v in r["notes"].items()]
-    if contended:
-        lines.append(
-            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the figures are "
-            "contended; rerun when idle"
-        )
+        lines += _cli.ratio_lines(r["ratios"], width=44, goal="  goal >= 1.0", notes=r["notes"])
+    lines += _cli.contention_warning(*(r["others_busy_fraction"] for r in res["models"].values()))
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported")
-    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser = _cli.parser(__doc__, steps=10, repeats=7)
     parser.add_argument("--batch", type=int, default=BATCH, help="images per step (default 128)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
@@ -360,15 +306,9 @@ def main(argv=None) -> dict:
         help="square sizes for the matmul peak (default: none, to keep the run short)",
     )
     parser.add_argument("--peak-repeats", type=int, default=3)
-    parser.add_argument(
-        "--no-torch-compile",
-        dest="torch_compile",
-        action="store_false",
-        help="skip the torch.compile variant (its compile takes a while on CPU)",
-    )
+    _cli.add_no_torch_compile(parser)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":  # full fp32 dots, as PyTorch's default (see mlp_step)
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -379,11 +319,7 @@ def main(argv=None) -> dict:
         peak_repeats=args.peak_repeats,
         batch=args.batch,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

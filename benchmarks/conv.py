@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 
@@ -36,9 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import (
-    CONTENDED,
     Runner,
     cpu_snapshot,
     machine,
@@ -306,9 +304,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--peak-repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":
-        # As in benchmarks.mlp_step: full fp32 on accelerators, like PyTorch's default here.
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     m = machine()
     print(
         f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, "
@@ -338,17 +334,14 @@ def main(argv=None) -> dict:
         if not k.endswith("_quiet"):
             print(f"note: {k}: {v}")
     busy = res["machine"]["others_busy_fraction"]
-    print(
+    peak = (
         f"matmul peak {res['peak']['peak_gflops']:.1f} GFLOP/s; other processes kept {busy:.0%} "
         f"of the CPUs busy; load {res['machine']['loadavg_1min_start']:.1f} -> "
         f"{res['machine']['loadavg_1min_end']:.1f}"
     )
-    if busy > CONTENDED:
-        print(f"WARNING: over {CONTENDED:.0%} of the CPUs were busy elsewhere: figures contended")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    lines = [peak]
+    lines += _cli.contention_warning(busy, line=_cli.BUSY_ELSEWHERE)
+    return _cli.finish(res, "\n".join(lines), args.json)
 
 
 if __name__ == "__main__":

@@ -27,24 +27,20 @@ model FLOPs = 2 B (4 M_G + 9 M_D). Batch norm, activations and Adam are not coun
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import (
-    CONTENDED,
     WARMUP_STEPS,
     Runner,
     cpu_snapshot,
     machine,
     others_busy,
-    speed_ratio,
     summarize,
     time_runners,
 )
@@ -262,20 +258,9 @@ def benchmark(
     flops = step_flops(widths, batch)
     runners, notes = {}, {}
     runners["jax (dl engine)"], variables0, latents = jax_runner(x, seed=seed, widths=widths)
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(x, variables0, latents, device=device, widths=widths)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    x, variables0, latents, device=device, compile_model=True, widths=widths
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report it
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
-    parity = float(np.max(np.abs(losses - losses[0])))
+    make = functools.partial(torch_runner, x, variables0, latents, widths=widths)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
+    parity = _cli.loss_parity(runners)
     before = cpu_snapshot()
     seconds, busy = time_runners(runners, steps=steps, repeats=repeats)
     results = {}
@@ -287,11 +272,7 @@ def benchmark(
     j = results["jax (dl engine)"]
     for name, res in results.items():
         if name.startswith("torch"):
-            key = "jax_over_" + name.replace(" ", "_").replace(".", "_")
-            ratios[key], _ = speed_ratio(j, res)
-            ratios[f"jax_quiet_over_{key[9:]}_quiet"], why = speed_ratio(j, res, quiet=True)
-            if why:
-                notes[f"jax_quiet_over_{key[9:]}_quiet"] = f"null: {why}"
+            _cli.add_ratios(ratios, notes, "jax_over_" + _cli.torch_key(name), j, res)
     params = sum(
         np.size(v) for side in variables0.values() for v in jax.tree.leaves(side["params"])
     )
@@ -319,15 +300,12 @@ def benchmark(
 
 def format_result(res: dict) -> str:
     m = res["machine"]
-    head = (
-        f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, load "
-        f"{m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}"
-    )
+    head = _cli.machine_line(m)
     about = (
         f"DCGAN step (D then G), batch {res['config']['batch']}: {res['param_count']:,} params; "
         f"model FLOPs {res['flops']['model'] / 1e9:.3f} G/step; other processes kept "
-        f"{res['others_busy_fraction']:.0%} of the CPUs busy; parity: max |loss difference| over "
-        f"{WARMUP_STEPS} warm-up steps (d and g) {res['parity_max_abs_loss_diff']:.2e}"
+        f"{res['others_busy_fraction']:.0%} of the CPUs busy; "
+        + _cli.parity_text(res["parity_max_abs_loss_diff"], "warm-up steps (d and g)")
     )
     lines = [
         head,
@@ -339,25 +317,21 @@ def format_result(res: dict) -> str:
             f"{name:<18}{s['steps_per_s']:>9.2f}{s['images_per_s']:>10.0f}"
             f"{s['ms_per_step']:>9.1f}{s['gflops']:>9.1f}"
         )
-    for k, v in res["ratios"].items():
-        lines.append(f"{k:<44}{'null' if v is None else f'{v:.3f}':>7}  goal >= 1.0")
-    lines += [f"note: {k}: {v}" for k, v in res["notes"].items()]
-    if res["others_busy_fraction"] > CONTENDED:
-        lines.append(f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: contended")
+    lines += _cli.ratio_lines(res["ratios"], width=44, goal="  goal >= 1.0", notes=res["notes"])
+    lines += _cli.contention_warning(
+        res["others_busy_fraction"],
+        line="WARNING: other processes used over {:.0%} of the CPUs: contended",
+    )
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported")
-    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser = _cli.parser(__doc__, steps=10, repeats=7)
     parser.add_argument("--batch", type=int, default=BATCH, help="images per step (default 64)")
     parser.add_argument("--widths", type=int, nargs=4, default=list(WIDTHS), help="G0 G1 D0 D1")
-    parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false")
+    _cli.add_no_torch_compile(parser, help=None)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":  # full fp32 dots, as PyTorch's default (see mlp_step)
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -365,11 +339,7 @@ def main(argv=None) -> dict:
         batch=args.batch,
         widths=tuple(args.widths),
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ figures are from the median repeat, and from the quiet repeats where there were 
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 
 import flax.linen as nn
@@ -38,15 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import (
-    CONTENDED,
-    WARMUP_STEPS,
     Runner,
     cpu_snapshot,
     machine,
     others_busy,
-    speed_ratio,
     summarize,
 )
 from benchmarks.mlp_step import time_runners as _time_runners
@@ -142,19 +137,7 @@ def jax_runner(x, y, *, seed: int, unroll: int, vocab=VOCAB, hidden=HIDDEN) -> t
     params0 = jax.tree.map(np.array, jax.device_get(state.params))
     step = jit_train_step(lm_loss(model))
     batch = jax.device_put({"x": x, "y": y})
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses), params0
+    return _cli.jax_train_runner(step, state, batch), params0
 
 
 def torch_model(params0: dict, layers: int = LAYERS):
@@ -221,15 +204,7 @@ def torch_runner(x, y, params0, *, device: str, compile_model: bool = False) -> 
         opt.step()
         return loss
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            one_step()
-        sync()
-
-    return Runner(run, losses)
+    return _cli.torch_train_runner(one_step, device)
 
 
 def jax_name(unroll: int) -> str:
@@ -239,7 +214,7 @@ def jax_name(unroll: int) -> str:
 def ratio_key(unroll: int, torch_name: str) -> str:
     """jax_over_torch_eager for the default unroll; jax_unroll4_over_torch_eager etc. else."""
     side = "jax" if unroll == DEFAULT_UNROLL else f"jax_unroll{unroll}"
-    return f"{side}_over_{torch_name.replace(' ', '_').replace('.', '_')}"
+    return f"{side}_over_{_cli.torch_key(torch_name)}"
 
 
 def benchmark(
@@ -263,20 +238,9 @@ def benchmark(
         runners[jax_name(u)], params0 = jax_runner(
             x, y, seed=seed, unroll=u, vocab=vocab, hidden=hidden
         )
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(x, y, params0, device=device)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    x, y, params0, device=device, compile_model=True
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report it
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
-    parity = float(np.max(np.abs(losses - losses[0])))
+    make = functools.partial(torch_runner, x, y, params0)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
+    parity = _cli.loss_parity(runners)
     before = cpu_snapshot()
     seconds, busy = _time_runners(runners, steps=steps, repeats=repeats)
     contention = others_busy(before, cpu_snapshot())
@@ -294,12 +258,7 @@ def benchmark(
         j = results[jax_name(u)]
         for name, res in results.items():
             if name.startswith("torch"):
-                key = ratio_key(u, name)
-                ratios[key], _ = speed_ratio(j, res)
-                quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
-                ratios[quiet], why = speed_ratio(j, res, quiet=True)
-                if why:
-                    notes[quiet] = f"null: {why}"
+                _cli.add_ratios(ratios, notes, ratio_key(u, name), j, res)
     return {
         "machine": {**info, "loadavg_1min_end": os.getloadavg()[0], "others_busy": contention},
         "config": {
@@ -327,19 +286,15 @@ def benchmark(
 def format_result(res: dict) -> str:
     m, c = res["machine"], res["config"]
     machine_line = (
-        f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, load "
-        f"{m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}; other processes kept "
-        f"{m['others_busy']:.0%} of the CPUs busy while timing"
+        f"{_cli.machine_line(m)}; other processes kept {m['others_busy']:.0%} of the CPUs busy "
+        "while timing"
     )
     model_line = (
         f"LM {c['vocab']} vocab, {c['layers']} x {c['hidden']} LSTM, batch {c['batch']} x "
         f"{c['steps_unrolled']} steps; {res['param_count']:,} params; model FLOPs "
         f"{res['flops']['model'] / 1e9:.3f} G/step"
     )
-    parity_line = (
-        f"parity: max |loss difference| over {WARMUP_STEPS} warm-up steps "
-        f"{res['parity_max_abs_loss_diff']:.2e}"
-    )
+    parity_line = _cli.parity_text(res["parity_max_abs_loss_diff"])
     header = (
         f"{'implementation':<18}{'steps/s':>9}{'tokens/s':>10}{'ms/step':>9}{'GFLOP/s':>9}"
         f"{'quiet tokens/s':>16}{'min..max ms/step':>20}"
@@ -354,36 +309,20 @@ def format_result(res: dict) -> str:
             f"{r['gflops']:>9.1f}{quiet:>16}{f'{lo:.0f}..{hi:.0f}':>20}"
         )
     lines.append("")
-    for k, v in res["ratios"].items():
-        value = f"{'null':>7}" if v is None else f"{v:>7.3f}"
-        goal = "  goal >= 1.2" if k.startswith("jax_over_torch_eager") else ""
-        lines.append(f"{k:<44}{value}{goal}")
-    lines += [f"note: {k}: {v}" for k, v in res["notes"].items()]
-    if m["others_busy"] > CONTENDED:
-        lines.append(
-            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the figures are "
-            "contended; rerun when idle"
-        )
+    goal = lambda k: "  goal >= 1.2" if k.startswith("jax_over_torch_eager") else ""
+    lines += _cli.ratio_lines(res["ratios"], width=44, goal=goal, notes=res["notes"])
+    lines += _cli.contention_warning(m["others_busy"])
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=9, help="repeats; the median is reported")
-    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser = _cli.parser(__doc__, steps=10, repeats=9)
     parser.add_argument("--unroll", type=int, nargs="+", default=[DEFAULT_UNROLL])
     parser.add_argument("--vocab", type=int, default=VOCAB, help="(smaller only for tests)")
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="(smaller only for tests)")
-    parser.add_argument(
-        "--no-torch-compile",
-        dest="torch_compile",
-        action="store_false",
-        help="skip the torch.compile variant (its compile takes a while on CPU)",
-    )
+    _cli.add_no_torch_compile(parser)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":  # full fp32 dots, as PyTorch's default (see mlp_step)
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -392,11 +331,7 @@ def main(argv=None) -> dict:
         vocab=args.vocab,
         hidden=args.hidden,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

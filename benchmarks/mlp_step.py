@@ -24,9 +24,8 @@ median repeat.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -38,7 +37,7 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_loss
 from dl.train.step import jit_train_step
@@ -108,19 +107,7 @@ def jax_runner(
         return step.lower(state, batch).compile().cost_analysis() or {}
 
     cost = cost_analysis()  # before donation consumes `state`
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses), params0, lambda: cost
+    return _cli.jax_train_runner(step, state, batch), params0, lambda: cost
 
 
 def torch_runner(
@@ -166,15 +153,7 @@ def torch_runner(
         opt.step()
         return loss
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            one_step()
-        sync()
-
-    return Runner(run, losses)
+    return _cli.torch_train_runner(one_step, device)
 
 
 def machine() -> dict:
@@ -307,18 +286,8 @@ def benchmark(
     jax_run, params0, xla_cost = jax_runner(x, y, seed=seed, lr=lr)
     runners = {"jax (dl engine)": jax_run}
     notes: dict[str, str] = {}
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(x, y, params0, lr=lr, device=device)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    x, y, params0, lr=lr, device=device, compile_model=True
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report, not hide
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+    make = functools.partial(torch_runner, x, y, params0, lr=lr)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
     snap = cpu_snapshot()
     seconds, busy = time_runners(runners, steps=steps, repeats=repeats)
     snap_steps = cpu_snapshot()
@@ -346,12 +315,7 @@ def benchmark(
         )
     for name, res in results.items():
         if name.startswith("torch"):
-            key = name.replace(" ", "_").replace(".", "_")
-            ratios[f"jax_over_{key}"], _ = speed_ratio(jax_res, res)
-            quiet_key = f"jax_quiet_over_{key}_quiet"
-            ratios[quiet_key], why = speed_ratio(jax_res, res, quiet=True)
-            if why:
-                notes[quiet_key] = f"null: {why}"
+            _cli.add_ratios(ratios, notes, f"jax_over_{_cli.torch_key(name)}", jax_res, res)
     losses = np.array([r["warmup_losses"] for r in results.values()])
     xla = xla_cost()
     return {
@@ -382,10 +346,8 @@ def format_result(res: dict) -> str:
     m, f, peak = res["machine"], res["flops"], res["peak"]
     busy = m["others_busy_fraction"]
     machine_line = (
-        f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, "
-        f"load {m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}; other processes "
-        f"kept {busy['steps']:.0%} of the CPUs busy while timing steps, {busy['peak']:.0%} "
-        "during the peak"
+        f"{_cli.machine_line(m)}; other processes kept {busy['steps']:.0%} of the CPUs busy "
+        f"while timing steps, {busy['peak']:.0%} during the peak"
     )
     flops_line = (
         f"step FLOPs: model 6*B*sum(in*out) = {f['model'] / 1e9:.3f} G; executed matmuls "
@@ -394,10 +356,7 @@ def format_result(res: dict) -> str:
     )
     peak_line = f"fp32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s ({peak['peak_library']}); "
     peak_line += ", ".join(f"{k} {v:.1f}" for k, v in peak["best_by_library"].items())
-    parity_line = (
-        f"parity: max |loss difference| over {WARMUP_STEPS} warm-up steps "
-        f"{res['parity_max_abs_loss_diff']:.2e}"
-    )
+    parity_line = _cli.parity_text(res["parity_max_abs_loss_diff"])
     header = (
         f"{'implementation':<18}{'steps/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of peak':>9}"
         f"{'quiet steps/s':>15}{'best steps/s':>14}{'min..max ms/step':>20}"
@@ -415,32 +374,29 @@ def format_result(res: dict) -> str:
             f"{r['best_steps_per_s']:>14.2f}{f'{lo:.2f}..{hi:.2f}':>20}"
         )
     lines.append("")
-    for k, v in res["ratios"].items():
-        goal = ">= 0.85" if k in ("jax_over_peak", "jax_quiet_over_peak") else ""
-        goal = ">= 1.0" if "_over_torch" in k else goal
-        value = f"{'null':>7}" if v is None else f"{v:>7.3f}"  # why: in the notes below
-        lines.append(f"{k:<34}{value}  {('goal ' + goal) if goal else ''}")
-    for k, v in res["notes"].items():
-        lines.append(f"note: {k}: {v}")
-    if max(busy.values()) > CONTENDED:
-        lines.append(
-            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the figures "
-            "are contended (PyTorch's spinning OpenMP threads suffer most); rerun when idle"
-        )
+    lines += _cli.ratio_lines(res["ratios"], width=34, goal=_goal, notes=res["notes"])
+    lines += _cli.contention_warning(
+        *busy.values(),
+        line=_cli.CONTENDED_LINE
+        + " (PyTorch's spinning OpenMP threads suffer most); rerun when idle",
+    )
     return "\n".join(lines)
 
 
+def _goal(key: str) -> str:
+    goal = ">= 0.85" if key in ("jax_over_peak", "jax_quiet_over_peak") else ""
+    goal = ">= 1.0" if "_over_torch" in key else goal
+    return f"  goal {goal}" if goal else "  "
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=25, help="timed steps per repeat")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=20,
-        help="repeats; the median is reported (short repeats, "
+    parser = _cli.parser(
+        __doc__,
+        steps=25,
+        repeats=20,
+        repeats_help="repeats; the median is reported (short repeats, "
         "many of them, so that some fall in quiet moments on a shared machine)",
     )
-    parser.add_argument("--json", default="", help="also write the result to this path")
     parser.add_argument(
         "--peak-sizes",
         type=int,
@@ -449,17 +405,9 @@ def main(argv=None) -> dict:
         help="square sizes for the matmul peak",
     )
     parser.add_argument("--peak-repeats", type=int, default=3)
-    parser.add_argument(
-        "--no-torch-compile",
-        dest="torch_compile",
-        action="store_false",
-        help="skip the torch.compile variant (its compile takes a while on CPU)",
-    )
+    _cli.add_no_torch_compile(parser)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":
-        # Accelerators may run fp32 dots in TF32/bf16 passes by default; PyTorch's fp32 default and
-        # the peak measurement are full fp32, so the step must be too. A no-op on CPU.
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -467,11 +415,7 @@ def main(argv=None) -> dict:
         peak_repeats=args.peak_repeats,
         torch_compile=args.torch_compile,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

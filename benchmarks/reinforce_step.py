@@ -20,13 +20,12 @@ parameters (JAX's copied into PyTorch); the warm-up losses of the first steps mu
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import Runner, machine, speed_ratio, summarize, time_runners
 from dl import envs, optim
 from dl.nn.mlp import MLP
@@ -87,19 +86,7 @@ def jax_runner(model, params0, batch, *, given_returns: bool, lr: float) -> Runn
     )
     step = jit_train_step(jax_loss(model, given_returns))
     batch = jax.device_put(batch)
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, batch)
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses)
+    return _cli.jax_train_runner(step, state, batch, warmup=WARMUP_STEPS)
 
 
 def torch_runner(params0, batch, *, given_returns: bool, lr: float, compile_model: bool = False):
@@ -253,11 +240,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     res = benchmark(steps=a.steps, repeats=a.repeats, torch_compile=a.compile)
-    print(format_result(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1, allow_nan=False)
-    return res
+    return _cli.finish(res, format_result(res), a.json, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":

@@ -21,22 +21,17 @@ projection M x A. Embeddings, gates and the optimizer are not counted.
 
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import os
 
 import jax
 import numpy as np
 
-from benchmarks import matmul_peak, seq2seq_torch
+from benchmarks import _cli, matmul_peak, seq2seq_torch
 from benchmarks.mlp_step import (
-    CONTENDED,
-    WARMUP_STEPS,
-    Runner,
     cpu_snapshot,
     machine,
     others_busy,
-    speed_ratio,
     summarize,
     time_runners,
 )
@@ -88,19 +83,7 @@ def jax_runner(batch: dict, *, seed: int, vocab: int, embed: int, hidden: int):
     )
     step = jit_train_step(seq2seq_loss(model))
     dev_batch = jax.device_put(batch)
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, dev_batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, dev_batch)
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses), params0
+    return _cli.jax_train_runner(step, state, dev_batch), params0
 
 
 def torch_runner(batch: dict, params0: dict, *, device: str, compile_model: bool = False):
@@ -129,15 +112,7 @@ def torch_runner(batch: dict, params0: dict, *, device: str, compile_model: bool
         opt.step()
         return loss
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            one_step()
-        sync()
-
-    return Runner(run, losses)
+    return _cli.torch_train_runner(one_step, device)
 
 
 def benchmark(
@@ -155,20 +130,9 @@ def benchmark(
     flops = step_flops(vocab=vocab, embed=embed, hidden=hidden)
     runners, notes = {}, {}
     runners["jax"], params0 = jax_runner(batch, seed=seed, vocab=vocab, embed=embed, hidden=hidden)
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(batch, params0, device=device)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    batch, params0, device=device, compile_model=True
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report it
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
-    parity = float(np.max(np.abs(losses - losses[0])))
+    make = functools.partial(torch_runner, batch, params0)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
+    parity = _cli.loss_parity(runners)
     before = cpu_snapshot()
     seconds, busy = time_runners(runners, steps=steps, repeats=repeats)
     contention = others_busy(before, cpu_snapshot())
@@ -180,12 +144,7 @@ def benchmark(
     ratios = {}
     for name, res in results.items():
         if name.startswith("torch"):
-            key = "jax_over_" + name.replace(" ", "_").replace(".", "_")
-            ratios[key], _ = speed_ratio(results["jax"], res)
-            quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
-            ratios[quiet], why = speed_ratio(results["jax"], res, quiet=True)
-            if why:
-                notes[quiet] = f"null: {why}"
+            _cli.add_ratios(ratios, notes, "jax_over_" + _cli.torch_key(name), results["jax"], res)
     return {
         "machine": {**info, "loadavg_1min_end": os.getloadavg()[0], "others_busy": contention},
         "config": {
@@ -213,19 +172,15 @@ def format_result(res: dict) -> str:
     m, c = res["machine"], res["config"]
     lines = [
         (
-            f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, load "
-            f"{m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}; other processes kept "
-            f"{m['others_busy']:.0%} of the CPUs busy while timing"
+            f"{_cli.machine_line(m)}; other processes kept {m['others_busy']:.0%} of the CPUs "
+            "busy while timing"
         ),
         (
             f"Seq2Seq GRU + additive attention, vocab {c['vocab']}, embed {c['embed']}, hidden "
             f"{c['hidden']}, batch {c['batch']} x {c['src_len']} -> {c['tgt_len']}; "
             f"{res['param_count']:,} params; model FLOPs {res['flops']['model'] / 1e9:.2f} G/step"
         ),
-        (
-            f"parity: max |loss difference| over {WARMUP_STEPS} warm-up steps "
-            f"{res['parity_max_abs_loss_diff']:.2e}"
-        ),
+        _cli.parity_text(res["parity_max_abs_loss_diff"]),
         "",
         f"{'implementation':<16}{'steps/s':>9}{'ms/step':>10}{'GFLOP/s':>9}{'quiet':>7}",
     ]
@@ -235,36 +190,20 @@ def format_result(res: dict) -> str:
             f"{r['quiet_repeats']:>7}"
         )
     lines.append("")
-    for k, v in res["ratios"].items():
-        value = f"{'null':>7}" if v is None else f"{v:>7.3f}"
-        goal = "  goal >= 1.0" if k == "jax_over_torch_eager" else ""
-        lines.append(f"{k:<40}{value}{goal}")
-    lines += [f"note: {k}: {v}" for k, v in res["notes"].items()]
-    if m["others_busy"] > CONTENDED:
-        lines.append(
-            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the "
-            "figures are contended; rerun when idle"
-        )
+    goal = lambda k: "  goal >= 1.0" if k == "jax_over_torch_eager" else ""
+    lines += _cli.ratio_lines(res["ratios"], width=40, goal=goal, notes=res["notes"])
+    lines += _cli.contention_warning(m["others_busy"])
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported")
-    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser = _cli.parser(__doc__, steps=5, repeats=7)
     parser.add_argument("--vocab", type=int, default=VOCAB, help="(smaller only for tests)")
     parser.add_argument("--embed", type=int, default=EMBED, help="(smaller only for tests)")
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="(smaller only for tests)")
-    parser.add_argument(
-        "--no-torch-compile",
-        dest="torch_compile",
-        action="store_false",
-        help="skip the torch.compile variant (its compile takes a while on CPU)",
-    )
+    _cli.add_no_torch_compile(parser)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":  # full fp32 dots, as PyTorch's default (see mlp_step)
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -273,11 +212,7 @@ def main(argv=None) -> dict:
         embed=args.embed,
         hidden=args.hidden,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 
@@ -27,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import matmul_peak
-from benchmarks.mlp_step import CONTENDED, Runner, cpu_snapshot, machine, others_busy, time_runners
+from benchmarks import _cli, matmul_peak
+from benchmarks.mlp_step import Runner, cpu_snapshot, machine, others_busy, time_runners
 from dl.ops.sparsemax import FIXED_POINT_MAX_K, FIXED_POINT_MAX_PASSES, sparsemax, sparsemax_loss
 
 # (K, B): the batch shrinks for large K so that one call stays in the tens of milliseconds.
@@ -241,13 +240,9 @@ def main(argv=None) -> dict:
     print("(ratios: torch ms / jax ms, i.e. JAX calls/s over PyTorch's; > 1: JAX faster)")
     res = benchmark(repeats=args.repeats, torch_threads=args.torch_threads)
     busy = res["machine"]["others_busy_fraction"]
-    print(f"other processes kept {busy:.0%} of the CPUs busy; load end {os.getloadavg()[0]:.1f}")
-    if busy > CONTENDED:
-        print(f"WARNING: over {CONTENDED:.0%} of the CPUs were busy elsewhere: figures contended")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    lines = [f"other processes kept {busy:.0%} of the CPUs busy; load end {os.getloadavg()[0]:.1f}"]
+    lines += _cli.contention_warning(busy, line=_cli.BUSY_ELSEWHERE)
+    return _cli.finish(res, "\n".join(lines), args.json)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ speedup, levels off by 16 models (see BENCHMARKS.md for why).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -40,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import matmul_peak, sweep_vmap_torch
+from benchmarks import _cli, matmul_peak, sweep_vmap_torch
 from dl import data
 from dl.nn.mlp import MLP
 from dl.ops.losses import cross_entropy
@@ -286,14 +285,11 @@ def main(argv=None) -> dict:
             )
             print(format_scaling_row(result["scaling"][-1]), flush=True)
     result["loadavg_1min_end"] = os.getloadavg()[0]
-    print(
+    load = (
         f"load average (1 min) {result['loadavg_1min_start']:.1f} -> "
         f"{result['loadavg_1min_end']:.1f} on {os.cpu_count()} cores"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return _cli.finish(result, load, args.json, indent=1)
 
 
 if __name__ == "__main__":

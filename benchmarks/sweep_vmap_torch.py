@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from benchmarks import matmul_peak, mlp_step
+from benchmarks import _cli, matmul_peak, mlp_step
 from dl.train import sweep
 
 PARITY_STEPS = 3  # per-step losses compared with the JAX sweep's, from the same parameters
@@ -173,7 +173,7 @@ def vmap_runner(
 
 def ratio_key(name: str) -> str:
     """The ratio's name, as `mlp_step` names its own: "torch vmap" -> "jax_sweep_over_torch_vmap"."""
-    return "jax_sweep_over_" + name.replace(" ", "_").replace(".", "_")
+    return "jax_sweep_over_" + _cli.torch_key(name)
 
 
 def compare(
@@ -250,11 +250,10 @@ def compare(
             ratios[quiet_key], why = mlp_step.speed_ratio(jax_res, res, quiet=True)
             if why:
                 notes[quiet_key] = f"null: {why}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
     return {
         "results": results,
         "ratios": ratios,
-        "parity_max_abs_loss_diff": float(np.max(np.abs(losses - losses[0]))),
+        "parity_max_abs_loss_diff": _cli.loss_parity(runners),
         "parity_losses": {name: r.warmup_losses for name, r in runners.items()},
         "build_s": build_s,
         "notes": notes,

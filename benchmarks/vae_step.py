@@ -22,23 +22,20 @@ steps draw with torch.randn (the same work).
 
 from __future__ import annotations
 
-import argparse
+import functools
 import itertools
-import json
 import os
 
 import jax
 import numpy as np
 
-from benchmarks import matmul_peak
+from benchmarks import _cli, matmul_peak
 from benchmarks.mlp_step import (
-    CONTENDED,
     WARMUP_STEPS,
     Runner,
     cpu_snapshot,
     machine,
     others_busy,
-    speed_ratio,
     summarize,
     time_runners,
 )
@@ -91,19 +88,7 @@ def jax_runner(x, *, hidden, latent, seed: int, lr: float) -> tuple[Runner, dict
     ]
     step = jit_train_step(engine_loss(vae_objective(model)))
     batch = jax.device_put({"x": x, "mask": np.ones(len(x), np.float32)})
-    losses = []
-    for _ in range(WARMUP_STEPS):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-    holder = [state]
-
-    def run(steps: int) -> None:
-        s = holder[0]
-        for _ in range(steps):
-            s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
-        holder[0] = jax.block_until_ready(s)
-
-    return Runner(run, losses), params0, eps
+    return _cli.jax_train_runner(step, state, batch), params0, eps
 
 
 def torch_vae(params0: dict):
@@ -194,19 +179,9 @@ def benchmark(
     flops = step_flops(hidden, latent, batch)
     runners, notes = {}, {}
     runners["jax"], params0, eps = jax_runner(x, hidden=hidden, latent=latent, seed=seed, lr=lr)
-    device = matmul_peak.torch_device()
-    if device is None:
-        notes["torch"] = "skipped: PyTorch missing or not on JAX's device"
-    else:
-        runners["torch eager"] = torch_runner(x, params0, eps, lr=lr, device=device)
-        if torch_compile:
-            try:
-                runners["torch.compile"] = torch_runner(
-                    x, params0, eps, lr=lr, device=device, compile_model=True
-                )
-            except Exception as e:  # noqa: BLE001 - a missing C++ toolchain etc.: report it
-                notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-    losses = np.array([r.warmup_losses for r in runners.values()])
+    make = functools.partial(torch_runner, x, params0, eps, lr=lr)
+    _cli.add_torch_runners(runners, notes, make, torch_compile)
+    parity = _cli.loss_parity(runners)
     before = cpu_snapshot()
     seconds, busy = time_runners(runners, steps=steps, repeats=repeats)
     results = {}
@@ -217,13 +192,7 @@ def benchmark(
     ratios = {}
     for name, res in results.items():
         if name.startswith("torch"):
-            key = f"jax_over_{name.replace(' ', '_').replace('.', '_')}"
-            ratios[key], _ = speed_ratio(results["jax"], res)
-            ratios[f"jax_quiet_over_{key[9:]}_quiet"], why = speed_ratio(
-                results["jax"], res, quiet=True
-            )
-            if why:
-                notes[f"jax_quiet_over_{key[9:]}_quiet"] = f"null: {why}"
+            _cli.add_ratios(ratios, notes, f"jax_over_{_cli.torch_key(name)}", results["jax"], res)
     return {
         "machine": {**info, "loadavg_1min_end": os.getloadavg()[0]},
         "config": {
@@ -239,7 +208,7 @@ def benchmark(
         "results": results,
         "ratios": ratios,
         "notes": notes,
-        "parity_max_abs_loss_diff": float(np.max(np.abs(losses - losses[0]))),
+        "parity_max_abs_loss_diff": parity,
         "others_busy_fraction": others_busy(before, cpu_snapshot()),
         "param_count": int(sum(np.size(v) for v in jax.tree.leaves(params0))),
     }
@@ -248,15 +217,12 @@ def benchmark(
 def format_result(res: dict) -> str:
     m, c = res["machine"], res["config"]
     lines = [
-        (
-            f"{m['cpu']}, {m['xla_cpu_threads']} threads, JAX backend {m['jax_backend']}, load "
-            f"{m['loadavg_1min_start']:.1f} -> {m['loadavg_1min_end']:.1f}"
-        ),
+        _cli.machine_line(m),
         (
             f"VAE 784-{'-'.join(map(str, c['hidden']))}-{c['latent']}, batch {c['batch']}: "
             f"{res['param_count']:,} params; model FLOPs {res['flops']['model'] / 1e9:.3f} G/step; "
-            f"other processes kept {res['others_busy_fraction']:.0%} of the CPUs busy; parity: max "
-            f"|loss difference| over {WARMUP_STEPS} warm-up steps {res['parity_max_abs_loss_diff']:.2e}"
+            f"other processes kept {res['others_busy_fraction']:.0%} of the CPUs busy; "
+            + _cli.parity_text(res["parity_max_abs_loss_diff"])
         ),
         (
             f"{'implementation':<16}{'steps/s':>9}{'images/s':>10}{'ms/step':>9}{'GFLOP/s':>9}"
@@ -270,34 +236,19 @@ def format_result(res: dict) -> str:
             f"{name:<16}{s['steps_per_s']:>9.2f}{s['images_per_s']:>10.0f}"
             f"{s['ms_per_step']:>9.2f}{s['gflops']:>9.1f}{quiet:>15}"
         )
-    for k, v in res["ratios"].items():
-        lines.append(f"{k:<40}{'null' if v is None else f'{v:.3f}':>7}  goal >= 1.0")
-    lines += [f"note: {k}: {v}" for k, v in res["notes"].items()]
-    if res["others_busy_fraction"] > CONTENDED:
-        lines.append(
-            f"WARNING: other processes used over {CONTENDED:.0%} of the CPUs: the figures are "
-            "contended; rerun when idle"
-        )
+    lines += _cli.ratio_lines(res["ratios"], width=40, goal="  goal >= 1.0", notes=res["notes"])
+    lines += _cli.contention_warning(res["others_busy_fraction"])
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported")
-    parser.add_argument("--json", default="", help="also write the result to this path")
+    parser = _cli.parser(__doc__, steps=20, repeats=7)
     parser.add_argument("--batch", type=int, default=BATCH, help="images per step (default 100)")
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN))
     parser.add_argument("--latent", type=int, default=LATENT)
-    parser.add_argument(
-        "--no-torch-compile",
-        dest="torch_compile",
-        action="store_false",
-        help="skip the torch.compile variant (its compile takes a while on CPU)",
-    )
+    _cli.add_no_torch_compile(parser)
     args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":  # full fp32 dots, as PyTorch's default (see mlp_step)
-        jax.config.update("jax_default_matmul_precision", "highest")
+    _cli.exact_matmuls()
     res = benchmark(
         steps=args.steps,
         repeats=args.repeats,
@@ -306,11 +257,7 @@ def main(argv=None) -> dict:
         batch=args.batch,
         torch_compile=args.torch_compile,
     )
-    print(format_result(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return _cli.finish(res, format_result(res), args.json)
 
 
 if __name__ == "__main__":
