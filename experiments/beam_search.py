@@ -4,8 +4,8 @@ without length normalization, and for ensembles of 1, 2 and 4 attentive models.
 
 Run:    python run.py beam_search --scale quick
 Expect: quick (En->De, 4 Bahdanau models of embed = hidden = 64, 400 steps; 264 val sentences
-        of <= 15 pieces): 253 CPU-s (215 user + 38 sys; 7.4 min wall at load ~10), about 2x
-        the 2-minute budget. Val BLEU / mean log p, single model: greedy 24.29 / -14.14; beam
+        of <= 15 pieces): 136 CPU-s (109 user + 26 sys), 85 s wall on the idle 2 cores
+        (253 CPU-s at load ~10). Val BLEU / mean log p, single model: greedy 24.29 / -14.14; beam
         1 24.29; beam 2 25.86 (alpha 0) 26.08 (alpha 0.6); beam 5 25.84 / 25.94 (log p
         -10.86); beam 12 24.92 / 25.52 (log p -10.05). Ensembles (alpha 0.6): 2 models beam 1
         25.27, beam 12 27.75; 4 models beam 1 27.44, beam 12 29.21. Bars PASS: beam 1 ==
