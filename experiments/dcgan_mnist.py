@@ -7,6 +7,8 @@ Expect: quick (G 32/16 maps, D 16/32, 1500 steps of batch 64 per GAN (1.9 epochs
         accuracy 83.1% (bar >= 70%: pass; 37.4% after 600 steps); MNIST FID on 2000 samples vs
         2000 test images 32.4 unconditional, 15.7 conditional, untrained 441 (ratios 13.6 and
         28.1, bar >= 5: pass). 117 s user + 6 s sys CPU, the scorer's training included.
+        Over seeds 0 / 1 / 2 (`--seed`, conditional GAN alone): label accuracy 83.1 / 87.8 /
+        88.1%, FID ratio 28.1 / 29.7 / 30.9.
 
 Both GANs are `dl.models.dcgan.Generator` / `Discriminator` (z -> dense 7x7 -> two stride-2
 transposed convs -> 28x28 tanh, batch norm in G; D two stride-2 convs, leaky ReLU 0.2, batch
