@@ -3,8 +3,8 @@ accelerators, printing the table and writing the JSON, the machine / parity / ra
 lines of `format_result`, and the JAX and PyTorch runners with their ratios, all timed and named
 as in `benchmarks.mlp_step`. One copy, so that each script holds only what it measures.
 
-`mlp_step` imports this module, so its Runner, CONTENDED, WARMUP_STEPS and speed_ratio are
-looked up on the module at call time.
+Runner, WARMUP_STEPS, CONTENDED and speed_ratio live here; `benchmarks.mlp_step` re-exports
+them under their old names.
 """
 
 from __future__ import annotations
@@ -12,11 +12,40 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from benchmarks import matmul_peak, mlp_step
+from benchmarks import matmul_peak
+
+WARMUP_STEPS = 3  # compiles, and gives the losses both sides must agree on
+CONTENDED = 0.10  # other processes' share of the CPUs above which the figures are flagged
+
+
+class Runner(NamedTuple):
+    """run(steps) trains `steps` steps and returns only when they are done; warmup_losses are the
+    losses of the first WARMUP_STEPS steps from the shared initial parameters."""
+
+    run: Callable[[int], None]
+    warmup_losses: list[float]
+
+
+def speed_ratio(num: dict, den: dict, *, quiet: bool = False) -> tuple[float | None, str]:
+    """How many times faster `num` ran than `den` (steps/s over steps/s; both `summarize`
+    results), over all repeats or, with `quiet`, over each side's quiet repeats only.
+
+    Returns (ratio, ""), or (None, why) when a side had no quiet repeat: a ratio of nothing is
+    reported as null with its reason, never as NaN.
+    """
+    key = "quiet_steps_per_s" if quiet else "steps_per_s"
+    if num[key] is None or den[key] is None:
+        counts = " and ".join(f"{r['quiet_repeats']} of {len(r['seconds'])}" for r in (num, den))
+        return None, (
+            f"no quiet repeats to compare ({counts} repeats quiet): other processes kept over "
+            f"{CONTENDED:.0%} of the CPUs busy"
+        )
+    return num[key] / den[key], ""
 
 
 def parser(doc: str, *, steps: int, repeats: int, repeats_help: str = ""):
@@ -61,7 +90,7 @@ def machine_line(m: dict) -> str:
 
 
 def parity_text(diff: float, steps: str = "warm-up steps") -> str:
-    return f"parity: max |loss difference| over {mlp_step.WARMUP_STEPS} {steps} {diff:.2e}"
+    return f"parity: max |loss difference| over {WARMUP_STEPS} {steps} {diff:.2e}"
 
 
 def ratio_lines(ratios: dict, *, width: int, goal, notes: dict | None = None) -> list[str]:
@@ -80,7 +109,7 @@ BUSY_ELSEWHERE = "WARNING: over {:.0%} of the CPUs were busy elsewhere: figures 
 
 def contention_warning(*busy: float, line: str = CONTENDED_LINE + "; rerun when idle") -> list[str]:
     """[`line` with CONTENDED put in] if an `others_busy` fraction in `busy` is over CONTENDED."""
-    return [line.format(mlp_step.CONTENDED)] if any(b > mlp_step.CONTENDED for b in busy) else []
+    return [line.format(CONTENDED)] if any(b > CONTENDED for b in busy) else []
 
 
 def torch_key(name: str) -> str:
@@ -91,9 +120,9 @@ def torch_key(name: str) -> str:
 def add_ratios(ratios: dict, notes: dict, key: str, num: dict, den: dict) -> None:
     """ratios[key] = `speed_ratio`(num, den), and over the quiet repeats under the key with
     "_quiet_over_" for "_over_" and "_quiet" appended (null: the reason goes to `notes`)."""
-    ratios[key], _ = mlp_step.speed_ratio(num, den)
+    ratios[key], _ = speed_ratio(num, den)
     quiet = key.replace("_over_", "_quiet_over_", 1) + "_quiet"
-    ratios[quiet], why = mlp_step.speed_ratio(num, den, quiet=True)
+    ratios[quiet], why = speed_ratio(num, den, quiet=True)
     if why:
         notes[quiet] = f"null: {why}"
 
@@ -118,11 +147,11 @@ def add_torch_runners(runners: dict, notes: dict, make: Callable, torch_compile:
             notes["torch.compile"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
 
 
-def jax_train_runner(step: Callable, state, batch, warmup: int = 0) -> mlp_step.Runner:
+def jax_train_runner(step: Callable, state, batch, warmup: int = 0) -> Runner:
     """The Runner of a jitted, donated engine step: `warmup` steps (WARMUP_STEPS if 0) give
     the losses."""
     losses = []
-    for _ in range(warmup or mlp_step.WARMUP_STEPS):
+    for _ in range(warmup or WARMUP_STEPS):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     holder = [state]
@@ -133,20 +162,20 @@ def jax_train_runner(step: Callable, state, batch, warmup: int = 0) -> mlp_step.
             s, _ = step(s, batch)  # no sync inside the loop: dispatch overlaps compute
         holder[0] = jax.block_until_ready(s)
 
-    return mlp_step.Runner(run, losses)
+    return Runner(run, losses)
 
 
-def torch_train_runner(one_step: Callable, device: str) -> mlp_step.Runner:
+def torch_train_runner(one_step: Callable, device: str) -> Runner:
     """The Runner of a PyTorch one_step() -> loss: WARMUP_STEPS steps give the losses; run
     syncs the device once, at the end."""
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    losses = [float(one_step().detach()) for _ in range(mlp_step.WARMUP_STEPS)]
+    losses = [float(one_step().detach()) for _ in range(WARMUP_STEPS)]
 
     def run(steps: int) -> None:
         for _ in range(steps):
             one_step()
         sync()
 
-    return mlp_step.Runner(run, losses)
+    return Runner(run, losses)

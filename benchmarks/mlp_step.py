@@ -31,13 +31,13 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import numpy as np
 import optax
 
 from benchmarks import _cli, matmul_peak
+from benchmarks._cli import CONTENDED, WARMUP_STEPS, Runner, speed_ratio  # noqa: F401 (re-exported)
 from dl.nn.mlp import MLP
 from dl.objectives.classification import classifier_loss
 from dl.train.step import jit_train_step
@@ -47,8 +47,6 @@ WIDTHS = (784, 1000, 500, 10)  # d_0 (MNIST pixels) .. d_L (classes)
 BATCH = 256
 MOMENTUM = 0.9
 LEARNING_RATE = 0.01
-WARMUP_STEPS = 3  # compiles, and gives the losses both sides must agree on
-CONTENDED = 0.10  # other processes' share of the CPUs above which the figures are flagged
 
 
 def step_flops(widths=WIDTHS, batch: int = BATCH) -> dict[str, int]:
@@ -77,14 +75,6 @@ def make_batch(seed: int, widths=WIDTHS, batch: int = BATCH) -> tuple[np.ndarray
     x = rng.random((batch, widths[0]), dtype=np.float32)
     y = rng.integers(0, widths[-1], size=batch).astype(np.int32)
     return x, y
-
-
-class Runner(NamedTuple):
-    """run(steps) trains `steps` steps and returns only when they are done; warmup_losses are the
-    losses of the first WARMUP_STEPS steps from the shared initial parameters."""
-
-    run: Callable[[int], None]
-    warmup_losses: list[float]
 
 
 def mlp_model(widths=WIDTHS) -> MLP:
@@ -250,23 +240,6 @@ def summarize(seconds: list[float], busy: list[float], *, steps: int, flops: dic
         "quiet_gflops": None if quiet_sps is None else quiet_sps * flops["model"] / 1e9,
         "executed_gflops": sps * (flops["matmul_executed"] + flops["elementwise"]) / 1e9,
     }
-
-
-def speed_ratio(num: dict, den: dict, *, quiet: bool = False) -> tuple[float | None, str]:
-    """How many times faster `num` ran than `den` (steps/s over steps/s; both `summarize`
-    results), over all repeats or, with `quiet`, over each side's quiet repeats only.
-
-    Returns (ratio, ""), or (None, why) when a side had no quiet repeat: a ratio of nothing is
-    reported as null with its reason, never as NaN.
-    """
-    key = "quiet_steps_per_s" if quiet else "steps_per_s"
-    if num[key] is None or den[key] is None:
-        counts = " and ".join(f"{r['quiet_repeats']} of {len(r['seconds'])}" for r in (num, den))
-        return None, (
-            f"no quiet repeats to compare ({counts} repeats quiet): other processes kept over "
-            f"{CONTENDED:.0%} of the CPUs busy"
-        )
-    return num[key] / den[key], ""
 
 
 def benchmark(

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from dl import data
 from experiments import cyclegan_digits as cg
@@ -21,6 +22,8 @@ def test_transform_is_inversion_then_rotation():
     # corner goes to the top-left.
     assert y[0, 0, 0, 0] == 0.0 and y.sum() == 28 * 28 - 1
     np.testing.assert_array_equal(cg.inverse_transform(y, "invert_rotate90"), x)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        cg.transform(x, "rotate")
 
 
 def test_domains_are_disjoint_halves():
