@@ -32,16 +32,60 @@ Data parallelism: under `jit` with the batch sharded over the mesh's `data` axis
 (`dl.train.mesh`), `jnp.mean` over the batch axis is already the global-batch mean (XLA inserts
 the all-reduce), so 1 and N devices compute the same statistics; there is no `axis_name`
 because nothing here runs under `pmap` or `shard_map`.
+
+Speed: in train mode the standardization (x - mean) / sqrt(var + eps) has a hand-written
+gradient (`standardize`, a `jax.custom_vjp`), dx = (g - mean(g) - xhat * mean(g * xhat)) / sigma,
+two reductions and one elementwise pass. Autodiff of the two-pass statistics measured 1.7-4.6x
+slower forward + backward on XLA:CPU (e.g. [16, 64, 84, 16]: 6.6 vs 1.4 ms). `fused=False` keeps
+autodiff, which forward mode (`jax.jvp`) needs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+
+def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and biased variance over all but the last axis (two-pass, float32)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    return mean, jnp.mean(jnp.square(x - mean), axes)  # two-pass: no E[x^2] - E[x]^2 loss
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def standardize(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [..., C] -> (xhat = (x - mean) / sqrt(var + epsilon), mean [C], var [C]), the statistics
+    over every axis but the last; reverse-mode gradients in closed form (module docstring)."""
+    return _standardize_fwd(x, epsilon)[0]
+
+
+def _standardize_fwd(x, epsilon):
+    mean, var = _statistics(x)
+    inv = lax.rsqrt(var + epsilon)
+    xhat = (x - mean) * inv
+    return (xhat, mean, var), (xhat, inv)
+
+
+def _standardize_bwd(epsilon, res, cotangents):
+    del epsilon
+    xhat, inv = res
+    g, g_mean, g_var = cotangents
+    axes = tuple(range(xhat.ndim - 1))
+    n = math.prod(xhat.shape[:-1])
+    dx = inv * (g - jnp.mean(g, axes) - xhat * jnp.mean(g * xhat, axes))
+    # The statistics' own paths (the running averages; usually zero): d mean / dx = 1 / n and
+    # d var / dx = 2 (x - mean) / n = 2 xhat / (inv n).
+    dx = dx + (g_mean + g_var * (2.0 / inv) * xhat) / n
+    return (dx,)
+
+
+standardize.defvjp(_standardize_fwd, _standardize_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -55,6 +99,8 @@ class BatchNorm(nn.Module):
       epsilon: added to the variance (PyTorch's and flax's 1e-5).
       use_scale, use_bias: learn the affine scale (init 1) and bias (init 0) per channel.
       unbiased_running_var: accumulate var * n / (n - 1) (PyTorch) rather than var (flax).
+      fused: train-mode gradients from `standardize`'s closed form (faster, reverse mode only);
+        False: autodiff of the same formulas (needed for `jax.jvp`).
     """
 
     momentum: float = 0.9
@@ -62,6 +108,7 @@ class BatchNorm(nn.Module):
     use_scale: bool = True
     use_bias: bool = True
     unbiased_running_var: bool = True
+    fused: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -70,20 +117,21 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
         xf = x.astype(jnp.float32)
         if train:
-            axes = tuple(range(x.ndim - 1))
             n = math.prod(x.shape[:-1])
             if n < 2:
                 raise ValueError(f"batch norm needs more than 1 value per channel, got {x.shape}")
-            mean = jnp.mean(xf, axes)
-            var = jnp.mean(jnp.square(xf - mean), axes)  # two-pass: no E[x^2] - E[x]^2 loss
+            if self.fused:
+                y, mean, var = standardize(xf, self.epsilon)
+            else:
+                mean, var = _statistics(xf)
+                y = (xf - mean) * lax.rsqrt(var + self.epsilon)
             if not self.is_initializing():  # as flax: init leaves the statistics at 0 and 1
                 acc = var * (n / (n - 1)) if self.unbiased_running_var else var
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
                 ra_var.value = m * ra_var.value + (1.0 - m) * acc
         else:
-            mean, var = ra_mean.value, ra_var.value
-        y = (xf - mean) * lax.rsqrt(var + self.epsilon)
+            y = (xf - ra_mean.value) * lax.rsqrt(ra_var.value + self.epsilon)
         if self.use_scale:
             y = y * self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         if self.use_bias:

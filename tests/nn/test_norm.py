@@ -15,9 +15,10 @@ import numpy as np
 import optax
 import pytest
 
-from dl.nn.norm import BatchNorm, SpatialDropout
+from dl.nn.norm import BatchNorm, SpatialDropout, standardize
 from dl.nn.pool import max_pool
 from dl.objectives.classification import classifier_loss
+from dl.ops.gradcheck import gradcheck
 from dl.train.step import jit_train_step
 from dl.train.supervised import init_state
 
@@ -91,6 +92,44 @@ def test_train_mode_gradients_equal_torch():
     np.testing.assert_allclose(dx, _nhwc(xt.grad), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dp["scale"], bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dp["bias"], bn.bias.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (7, 3), (2, 1, 3, 4, 2)])
+def test_standardize_gradients_pass_gradcheck(shape):
+    # All three outputs enter the loss, so the statistics' own gradient paths are checked too.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=shape) * 3 + 1
+    w, wm, wv = rng.normal(size=shape), rng.normal(size=shape[-1]), rng.normal(size=shape[-1])
+
+    def loss(x):
+        xhat, mean, var = standardize(x, 1e-5)
+        return jnp.sum(jnp.sin(xhat) * w) + jnp.sum(mean * wm) + jnp.sum(jnp.sqrt(var) * wv)
+
+    errors = gradcheck(loss, x)
+    assert errors < 1e-7, errors
+
+
+def test_fused_batchnorm_equals_autodiff_in_values_gradients_and_statistics():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(6, 5, 4, 3)) * 2 - 1, jnp.float32)
+    w = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    out = {}
+    for fused in (True, False):
+        model = BatchNorm(fused=fused)
+        v = model.init(jax.random.PRNGKey(0), x, train=True)
+        params = {"scale": jnp.asarray([1.5, -0.5, 2.0]), "bias": jnp.asarray([0.1, 0.2, -0.3])}
+
+        def loss(params, x, model=model, v=v):
+            y, upd = model.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+            return jnp.sum(jnp.tanh(y) * w), upd
+
+        (value, upd), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            params, x
+        )
+        out[fused] = (value, upd, grads)
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(out[True][1:]), jax.tree.leaves(out[False][1:])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_momentum_and_variance_mapping_to_flax_batchnorm():
