@@ -1,10 +1,11 @@
 """Semantic segmentation of multi-digit MNIST scenes with FCN, deconvnet and SegNet decoders.
 
 Run:    python run.py segmentation --scale quick
-Expect: quick FAILS its bar (mIoU >= 0.70): measured test mIoU deconv 0.177, unpool 0.385,
-        bilinear 0.267 (pixel accuracy 0.882 / 0.956 / 0.855) after 300 steps each; 244 CPU s
-        (user+sys), 149 s wall on the idle 2 cores (509 CPU s on a loaded machine, before the
-        transposed convolution's faster gradient), and still short of the bar. The unpool
+Expect: quick FAILS its bar (mIoU >= 0.70): measured test mIoU deconv 0.190, unpool 0.342,
+        bilinear 0.256 (pixel accuracy 0.878 / 0.951 / 0.849) after 300 steps each; 235 CPU s
+        (user+sys), 147 s wall on the idle 2 cores, with the fused batch norm (before it: 0.177 /
+        0.385 / 0.267, 244 CPU s; the change of float reductions moves single runs this much),
+        and still short of the bar. The unpool
         decoder alone, trained longer (`--config.decoders='("unpool",)'`): 0.680 after 1200
         steps (240 CPU s, 143 s wall), 0.719 after 1800 (354 CPU s, 210 s wall: passes); all
         three decoders at 1800 steps would take about 10 minutes, 5x the quick budget. Probes of the unpool decoder alone at 500 steps (batch 16): 0.44 with three
